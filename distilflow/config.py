@@ -1,0 +1,176 @@
+"""Typed configuration: the only reader of ``params.yaml``.
+
+Every option of every stage is a field of one frozen dataclass below, and nowhere else. Loading is
+strict: an unknown key, a missing key or a value of the wrong type stops the run at start with a
+:class:`ConfigError` that names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+SourceKind = Literal["audiofolder", "commonvoice", "hf", "s3"]
+
+
+class ConfigError(ValueError):
+    """params.yaml is invalid; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One place audio comes from. Keys that do not apply to a kind may be omitted."""
+
+    kind: SourceKind  # audiofolder | commonvoice | hf | s3
+    uri: str  # folder path, HF hub id or saved-dataset folder, or s3://bucket/prefix
+    language: str | None = None  # language of every clip when the source does not say
+    split: str = "train"  # HF split, or Common Voice TSV name (e.g. validated)
+    text_column: str | None = None  # HF: transcript column (auto-detected when None)
+    streaming: bool = True  # HF hub ids: stream instead of downloading whole
+    endpoint_url: str | None = None  # S3: endpoint of an S3-protocol server (None = AWS)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where stages write. All relative to the repository root."""
+
+    data_dir: str  # root of every stage output
+    cache_dir: str  # model downloads and conversions (env DISTILFLOW_CACHE overrides)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Ingestion: sources -> validated 16 kHz FLAC store + per-language Parquet manifests."""
+
+    sources: list[SourceConfig]  # read in order; duplicates across sources collapse
+    out_dir: str  # manifests/, audio/, quarantine/, report.json
+    max_duration_s: float  # longer clips are quarantined (Whisper's window is 30 s)
+    min_duration_s: float  # shorter clips are quarantined as empty
+    silence_peak: float  # a clip whose absolute peak is at or below this is silent
+    languages: list[str]  # languages to keep; empty list keeps every Whisper language
+    progress: bool  # show a progress bar
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole of params.yaml."""
+
+    paths: PathsConfig
+    ingest: IngestConfig
+
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str, source: Path) -> Any:
+    """Check ``value`` against the annotation ``tp``, building nested dataclasses."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{source}: {key}: {value!r} is not one of {allowed}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key}: expected a list, got {type(value).__name__}")
+        return [_convert(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _convert(v, args[1], f"{key}.{k}", source) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, source)  # type: ignore[arg-type]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{source}: {key}: expected {tp.__name__}, got bool {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(
+            f"{source}: {key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build(cls: type[T], data: Any, key: str, source: Path) -> T:
+    """Build dataclass ``cls`` from a mapping, strictly."""
+    where = key or "top level"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: {where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        dotted = ", ".join(f"{key}.{u}" if key else u for u in unknown)
+        raise ConfigError(f"{source}: unknown key {dotted}")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        dotted = f"{key}.{name}" if key else name
+        if name not in data:
+            has_default = f.default is not dataclasses.MISSING
+            if has_default or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise ConfigError(f"{source}: missing key {dotted}")
+        kwargs[name] = _convert(data[name], hints[name], dotted, source)
+    return cls(**kwargs)
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate ``params.yaml``."""
+    source = Path(path)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    params = _build(Params, raw if raw is not None else {}, "", source)
+    _check(params, source)
+    return params
+
+
+def _check(params: Params, source: Path) -> None:
+    """Cross-field rules that types alone cannot express."""
+    ing = params.ingest
+    if not 0 < ing.max_duration_s <= 30 * 60:
+        raise ConfigError(
+            f"{source}: ingest.max_duration_s: must be in (0, 1800], got {ing.max_duration_s}"
+        )
+    if not 0 <= ing.min_duration_s < ing.max_duration_s:
+        raise ConfigError(
+            f"{source}: ingest.min_duration_s: must be >= 0 and below ingest.max_duration_s"
+        )
+    if not ing.sources:
+        raise ConfigError(f"{source}: ingest.sources: at least one source is needed")
+
+
+def section_hash(section: object) -> str:
+    """A stable short hash of one config section (lineage of the artifacts it produced)."""
+    payload = json.dumps(dataclasses.asdict(section), sort_keys=True, default=str)  # type: ignore[call-overload]
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,119 @@
+"""A local folder in Hugging Face ``audiofolder`` layout.
+
+``metadata.jsonl`` (one object a line) or ``metadata.csv`` lists ``file_name`` (relative to the
+folder) with optional ``text`` (or ``transcription``/``sentence``), ``language`` and ``speaker``.
+Audio files in the folder that no metadata row names are still yielded, unlabelled, so nothing
+in the folder is silently ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from distilflow.sources.base import (
+    BAD_METADATA,
+    MISSING_FILE,
+    PATH_ESCAPES_ROOT,
+    SourceError,
+    SourceItem,
+    clean_text,
+)
+
+AUDIO_SUFFIXES = frozenset({".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".g722"})
+TEXT_KEYS = ("text", "transcription", "sentence")
+
+
+def resolve_inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` if it stays inside ``root`` (symlinks resolved), else None."""
+    if not relative or Path(relative).is_absolute():
+        return None
+    candidate = (root / relative).resolve()
+    return candidate if candidate.is_relative_to(root.resolve()) else None
+
+
+def file_reader(path: Path, name: str) -> Callable[[], bytes]:
+    """A deferred read of one file, turning OS errors into SourceError naming the item."""
+
+    def read() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise SourceError(f"{name}: cannot read {path}: {exc.strerror or exc}") from exc
+
+    return read
+
+
+def _first_text(row: dict[str, Any]) -> str | None:
+    for key in TEXT_KEYS:
+        if key in row:
+            return clean_text(row[key])
+    return None
+
+
+class AudioFolderSource:
+    """Items of a local audiofolder."""
+
+    def __init__(self, root: Path | str, language: str | None = None) -> None:
+        self.root = Path(root)
+        self.uri = str(root)
+        self.language = language  # used when a row has no language
+
+    def _rows(self) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+        """(line number, row or None when malformed, raw line) from the metadata file."""
+        jsonl, csv_path = self.root / "metadata.jsonl", self.root / "metadata.csv"
+        if jsonl.exists():
+            with jsonl.open(encoding="utf-8") as fh:
+                for n, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        yield n, None, line.strip()
+                        continue
+                    yield n, row if isinstance(row, dict) else None, line.strip()
+        elif csv_path.exists():
+            with csv_path.open(encoding="utf-8", newline="") as fh:
+                for n, row in enumerate(csv.DictReader(fh), start=2):
+                    yield n, dict(row), ",".join(str(v) for v in row.values())
+
+    def _item(self, sid: str, row: dict[str, Any], problem: str | None, detail: str) -> SourceItem:
+        path = self.root / sid
+        return SourceItem(
+            source=self.uri,
+            source_id=sid,
+            language=clean_text(row.get("language")) or self.language,
+            text=_first_text(row),
+            speaker=clean_text(row.get("speaker")),
+            read=file_reader(path, f"{self.uri}/{sid}"),
+            problem=problem,
+            detail=detail,
+        )
+
+    def items(self) -> Iterator[SourceItem]:
+        if not self.root.is_dir():
+            raise SourceError(f"{self.uri}: source folder does not exist")
+        named: set[Path] = set()
+        for n, row, raw in self._rows():
+            file_name = row.get("file_name") if row else None
+            if row is None or not isinstance(file_name, str) or not file_name:
+                sid = f"metadata:{n}"
+                yield self._item(sid, {}, BAD_METADATA, f"line {n} has no file_name: {raw[:120]}")
+                continue
+            resolved = resolve_inside(self.root, file_name)
+            if resolved is None:
+                detail = f"file_name {file_name!r} points outside {self.uri}"
+                yield self._item(file_name, row, PATH_ESCAPES_ROOT, detail)
+                continue
+            named.add(resolved)
+            problem = None if resolved.is_file() else MISSING_FILE
+            detail = "" if problem is None else f"{file_name} is listed but does not exist"
+            yield self._item(file_name, row, problem, detail)
+        root = self.root.resolve()
+        for path in sorted(root.rglob("*")):
+            if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file() and path not in named:
+                yield self._item(path.relative_to(root).as_posix(), {}, None, "")

@@ -1,0 +1,53 @@
+"""The contract every ingestion source fulfils.
+
+A source yields :class:`SourceItem` records. Reading the audio bytes is deferred to
+``item.read()`` so that ingestion can hash, cache and quarantine item by item. A source never
+decodes audio and never drops an item: anything it cannot describe properly is yielded with
+``problem`` set, and ingestion quarantines it with that reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+# Quarantine reasons a source may set on an item (ingestion adds the audio-level ones).
+PATH_ESCAPES_ROOT = "path_escapes_root"
+UNREADABLE = "unreadable"
+MISSING_FILE = "missing_file"
+BAD_METADATA = "bad_metadata"
+
+
+class SourceError(Exception):
+    """Reading one item failed; the message names the item and the reason."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One input clip as the source describes it, before decoding."""
+
+    source: str  # the source's URI as configured, e.g. "data/demo" or "s3://bucket/prefix"
+    source_id: str  # stable id inside the source: relative path, Common Voice clip, HF row, S3 key
+    language: str | None  # ISO 639-1 code as given by the source (validated later)
+    text: str | None  # reference transcript; None when the source has none (unlabelled clip)
+    speaker: str | None
+    read: Callable[[], bytes]  # returns the encoded audio bytes; raises SourceError
+    problem: str | None = None  # a quarantine reason found while listing (never read then)
+    detail: str = ""  # human-readable explanation of ``problem``
+
+
+class Source(Protocol):
+    """Anything that can list its items."""
+
+    def items(self) -> Iterator[SourceItem]: ...
+
+
+def clean_text(value: object) -> str | None:
+    """Normalise a transcript cell: None, NaN and blank strings mean 'no transcript'."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,27 @@
+"""Defaults for the orchestration stack, set before Prefect, MLflow or DVC are imported.
+
+Everything stays local and offline unless the user's environment says otherwise: a user who
+exports PREFECT_API_URL or MLFLOW_TRACKING_URI (the team set-up) overrides these defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULTS = {
+    "PREFECT_HOME": str(REPO_ROOT / ".prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_defaults() -> None:
+    """Set each default only where the environment does not already set it."""
+    for key, value in DEFAULTS.items():
+        os.environ.setdefault(key, value)

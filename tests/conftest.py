@@ -1,0 +1,69 @@
+"""Shared fixtures. Everything here is real: files on disk, a real Prefect server, real DVC."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tasks._env import apply_defaults
+
+apply_defaults()
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DISTILFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+ASTERISK = SHARED_DATA / "asterisk-dev"
+
+
+def tone(seconds: float, sr: int = 16_000, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
+    """A float32 sine tone."""
+    t = np.arange(int(seconds * sr), dtype=np.float32) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def audio_bytes(
+    samples: np.ndarray, sr: int = 16_000, fmt: str = "WAV", subtype: str = "PCM_16"
+) -> bytes:
+    """Encode samples (mono or (n, channels)) to bytes."""
+    buf = io.BytesIO()
+    sf.write(buf, samples, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def write_audiofolder(root: Path, entries: list[dict[str, object]]) -> Path:
+    """Write an audiofolder: each entry has file_name and optional bytes/text/language."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for e in entries:
+        data = e.get("bytes")
+        if isinstance(data, bytes):
+            path = root / str(e["file_name"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        lines.append({k: v for k, v in e.items() if k != "bytes"})
+    with (root / "metadata.jsonl").open("w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(json.dumps(line) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A real temporary Prefect server for the whole session (about 9 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def asterisk() -> Path:
+    if not (ASTERISK / "metadata.jsonl").exists():
+        pytest.skip(f"asterisk-dev corpus not found at {ASTERISK}")
+    return ASTERISK

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distilflow.config import ConfigError, load_params, section_hash
+
+from .conftest import REPO_ROOT
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+
+
+def test_repository_params_load() -> None:
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.ingest.sources[0].kind == "audiofolder"
+    assert params.ingest.max_duration_s == 30.0
+    assert set(params.ingest.languages) == {"en", "es", "fr", "it", "ru"}
+
+
+def test_unknown_key_is_named(tmp_path: Path, raw: dict) -> None:
+    raw["ingest"]["max_duraton_s"] = 10
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key ingest.max_duraton_s"):
+        load_params(write(tmp_path, raw))
+
+
+def test_unknown_section_is_named(tmp_path: Path, raw: dict) -> None:
+    raw["trainn"] = {}
+    with pytest.raises(ConfigError, match=r"unknown key trainn"):
+        load_params(write(tmp_path, raw))
+
+
+def test_missing_key_is_named(tmp_path: Path, raw: dict) -> None:
+    del raw["ingest"]["silence_peak"]
+    with pytest.raises(ConfigError, match=r"params.yaml: missing key ingest.silence_peak"):
+        load_params(write(tmp_path, raw))
+
+
+def test_wrong_type_is_named(tmp_path: Path, raw: dict) -> None:
+    raw["ingest"]["max_duration_s"] = "thirty"
+    with pytest.raises(ConfigError, match=r"ingest.max_duration_s: expected float, got str"):
+        load_params(write(tmp_path, raw))
+
+
+def test_bool_is_not_a_number(tmp_path: Path, raw: dict) -> None:
+    raw["ingest"]["min_duration_s"] = True
+    with pytest.raises(ConfigError, match=r"ingest.min_duration_s: expected float, got bool"):
+        load_params(write(tmp_path, raw))
+
+
+def test_nested_list_item_errors_name_the_index(tmp_path: Path, raw: dict) -> None:
+    raw["ingest"]["sources"][0]["kind"] = "ftp"
+    with pytest.raises(ConfigError, match=r"ingest.sources\[0\].kind: 'ftp' is not one of"):
+        load_params(write(tmp_path, raw))
+    raw["ingest"]["sources"][0] = {"kind": "audiofolder", "uri": "x", "colour": "red"}
+    with pytest.raises(ConfigError, match=r"unknown key ingest.sources\[0\].colour"):
+        load_params(write(tmp_path, raw))
+
+
+def test_integer_is_accepted_for_float(tmp_path: Path, raw: dict) -> None:
+    raw["ingest"]["max_duration_s"] = 20
+    assert load_params(write(tmp_path, raw)).ingest.max_duration_s == 20.0
+
+
+def test_cross_field_rule(tmp_path: Path, raw: dict) -> None:
+    raw["ingest"]["min_duration_s"] = 40.0
+    with pytest.raises(ConfigError, match=r"ingest.min_duration_s"):
+        load_params(write(tmp_path, raw))
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.yaml: file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+        load_params(bad)
+
+
+def test_section_hash_tracks_values(tmp_path: Path, raw: dict) -> None:
+    first = section_hash(load_params(write(tmp_path, raw)).ingest)
+    raw["ingest"]["max_duration_s"] = 25.0
+    assert section_hash(load_params(write(tmp_path, raw)).ingest) != first
