@@ -34,8 +34,8 @@ class SourceConfig:
     kind: SourceKind  # audiofolder | commonvoice | hf | s3
     uri: str  # folder path, HF hub id or saved-dataset folder, or s3://bucket/prefix
     language: str | None = None  # language of every clip when the source does not say
-    split: str = "train"  # HF split, or Common Voice TSV name (e.g. validated)
-    text_column: str | None = None  # HF: transcript column (auto-detected when None)
+    split: str | None = None  # HF split (default train) or Common Voice TSV (default validated)
+    text_column: str | None = None  # HF: transcript column (sentence, text, transcription)
     streaming: bool = True  # HF hub ids: stream instead of downloading whole
     endpoint_url: str | None = None  # S3: endpoint of an S3-protocol server (None = AWS)
 
@@ -62,11 +62,45 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class TeacherConfig:
+    """Pseudo-labelling: the teacher transcribes every ingested clip (cached by content)."""
+
+    model: str  # hub id, local transformers dir, CTranslate2 dir, or pypi:whisper-base
+    backend: Literal["transformers", "ctranslate2"]  # ctranslate2 is faster on CPU
+    device: str  # auto | cpu | cuda | cuda:N
+    batch_size: int  # clips per generate() call (sorted by length)
+    shard_size: int  # clips per Prefect task; shards map over the task runner
+    max_new_tokens: int  # longest transcript, in tokens
+    num_beams: int  # 1 = greedy
+    timestamps: bool  # predict timestamp tokens
+    detect_language: bool  # detect and record the language when the manifest has none
+    out_dir: str  # cache/ (one file per finished batch), labels/<lang>.parquet, report.json
+    progress: bool  # show a progress bar
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """The WER filter on pseudo-labels; maps take per-language keys and a ``default``."""
+
+    out_dir: str  # decisions.parquet, manifests/<lang>.parquet, report.json, wer.png
+    normalizer: dict[str, Literal["english", "basic", "none"]]  # Whisper normaliser per language
+    strip_accents: bool  # remove diacritics on both sides before scoring
+    max_error: dict[str, float]  # WER (CER for cer_languages) above which a label is dropped
+    cer_languages: list[str]  # languages scored by CER (written without spaces)
+    max_compression_ratio: float  # repetition loops
+    min_avg_logprob: float  # unlabelled clips: minimum teacher confidence
+    max_no_speech_prob: float  # unlabelled clips: maximum no-speech probability
+    drop_uppercase: bool  # drop all-uppercase hypotheses
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
     paths: PathsConfig
     ingest: IngestConfig
+    teacher: TeacherConfig
+    filter: FilterConfig
 
 
 T = TypeVar("T")
@@ -168,6 +202,14 @@ def _check(params: Params, source: Path) -> None:
         )
     if not ing.sources:
         raise ConfigError(f"{source}: ingest.sources: at least one source is needed")
+    t = params.teacher
+    for name in ("batch_size", "shard_size", "max_new_tokens", "num_beams"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{source}: teacher.{name}: must be at least 1")
+    f = params.filter
+    for name in ("normalizer", "max_error"):
+        if "default" not in getattr(f, name):
+            raise ConfigError(f"{source}: filter.{name}: needs a 'default' entry")
 
 
 def section_hash(section: object) -> str:

@@ -20,21 +20,23 @@ def make_source(cfg: SourceConfig) -> Source:
     if cfg.kind == "commonvoice":
         from distilflow.sources.commonvoice import CommonVoiceSource
 
-        return CommonVoiceSource(Path(cfg.uri), split=cfg.split, language=cfg.language)
+        return CommonVoiceSource(
+            Path(cfg.uri), split=cfg.split or "validated", language=cfg.language
+        )
     if cfg.kind == "hf":
         from distilflow.sources.hf import HFDatasetSource
 
         return HFDatasetSource(
             cfg.uri,
-            split=cfg.split,
-            text_column=cfg.text_column or "sentence",
+            split=cfg.split or "train",
+            text_column=cfg.text_column,
             language=cfg.language,
             streaming=cfg.streaming,
         )
     if cfg.kind == "s3":
         from distilflow.sources.s3 import S3Source
 
-        return S3Source(cfg.uri, endpoint_url=cfg.endpoint_url)
+        return S3Source(cfg.uri, endpoint_url=cfg.endpoint_url, language=cfg.language)
     raise SourceError(f"{cfg.uri}: unknown source kind {cfg.kind!r}")
 
 
