@@ -73,8 +73,12 @@ def test_ingest_flow_fails_fast_on_bad_config(prefect_harness: None, tmp_path: P
 
 
 @pytest.mark.slow
-def test_dvc_repro_runs_ingest_then_does_nothing(tmp_path: Path) -> None:
-    """A temporary copy of the project: `dvc repro` ingests, a second `dvc repro` skips."""
+def test_dvc_repro_runs_the_pipeline_then_does_nothing(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """A temporary copy of the project: `dvc repro` runs every stage, a second one skips all."""
+    from distilflow.testing import save_tiny_whisper
+
     proj = tmp_path / "proj"
     for name in ("distilflow", "flows", "tasks"):
         shutil.copytree(REPO_ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -83,6 +87,9 @@ def test_dvc_repro_runs_ingest_then_does_nothing(tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["ingest"]["sources"] = [{"kind": "audiofolder", "uri": "inbox"}]
     raw["ingest"]["progress"] = False
+    raw["teacher"].update(
+        model=str(save_tiny_whisper(tmp_path / "tiny")), max_new_tokens=4, progress=False
+    )
     (proj / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = {
         **os.environ,
@@ -90,7 +97,9 @@ def test_dvc_repro_runs_ingest_then_does_nothing(tmp_path: Path) -> None:
         "PYTHONPATH": str(proj),
         "DVC_NO_ANALYTICS": "1",
     }
-    env.pop("PREFECT_API_URL", None)
+    from prefect.settings import get_current_settings
+
+    env["PREFECT_API_URL"] = str(get_current_settings().api.url)  # the harness's running server
 
     def sh(*cmd: str) -> str:
         done = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=300)
@@ -100,12 +109,14 @@ def test_dvc_repro_runs_ingest_then_does_nothing(tmp_path: Path) -> None:
     sh("git", "init", "-q")
     sh(sys.executable, "-m", "dvc", "init", "-q")
     first = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'ingest'" in first
+    for stage in ("ingest", "label", "filter"):
+        assert f"Running stage '{stage}'" in first
     report = json.loads((proj / "data" / "ingest" / "report.json").read_text())
     assert (report["input"], report["kept"], report["quarantined"]) == (3, 2, 1)
     second = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in second and "didn't change" in second
-    # new data in the source folder re-runs the stage, which processes only the new file
+    # new data in the source folder re-runs the chain, which processes only the new file
     (proj / "inbox" / "c.wav").write_bytes(audio_bytes(tone(0.7, freq=1500)))
     third = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage 'ingest'" in third and "decoded 1 new" in third
+    assert "1 to label" in third

@@ -1,0 +1,110 @@
+"""The pseudo-labelling stage: which clips to label, with which teacher, and the output files.
+
+``labels/<lang>.parquet`` holds, per ingested clip, its manifest fields plus the teacher's label
+(the manifest's ``path`` is rewritten relative to the labels directory).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from distilflow.atomic import atomic_write_json
+from distilflow.config import TeacherConfig, section_hash
+from distilflow.label_cache import LabelCache
+from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.manifest import read_manifest, write_parquet
+from distilflow.teacher import Clip, GenerationSettings, Labeller, TransformersLabeller, pick_device
+
+
+def settings_of(cfg: TeacherConfig) -> GenerationSettings:
+    return GenerationSettings(cfg.backend, cfg.max_new_tokens, cfg.num_beams, cfg.timestamps)
+
+
+def load_clips(ingest_root: Path, detect_language: bool = True) -> list[Clip]:
+    """Every ingested clip, undetermined languages included when they are to be detected."""
+    df = read_manifest(ingest_root)
+    if not detect_language:
+        df = df[df["language"].notna()]
+    return [
+        Clip(r.hash, r.audio_path, None if pd.isna(r.language) else r.language, float(r.duration_s))
+        for r in df.itertuples()
+    ]
+
+
+def shards(clips: list[Clip], size: int) -> list[list[Clip]]:
+    """Cut the clips (longest-first order kept stable) into shards for parallel tasks. Pure."""
+    ordered = sorted(clips, key=lambda c: (c.language or "", c.duration_s, c.hash))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def make_labeller(cfg: TeacherConfig, cache_dir: Path | None) -> Labeller:
+    """Load the teacher for the configured backend."""
+    from distilflow.models import load_whisper
+
+    if cfg.backend == "ctranslate2":
+        from distilflow.teacher_ct2 import Ct2Labeller
+
+        return Ct2Labeller.from_ref(cfg.model, settings_of(cfg), cfg.device, cache_dir)
+    loaded = load_whisper(cfg.model, cache_dir=cache_dir)
+    return TransformersLabeller(
+        loaded.model,
+        loaded.processor,
+        loaded.fingerprint,
+        settings_of(cfg),
+        pick_device(cfg.device),
+    )
+
+
+def write_labels(
+    ingest_root: Path, cache: LabelCache, cfg: TeacherConfig, teacher_id: str
+) -> dict[str, Any]:
+    """Join the manifests with the cached labels into ``labels/<lang>.parquet``; the report."""
+    out = Path(cfg.out_dir)
+    manifest = read_manifest(ingest_root)
+    records = pd.DataFrame([r.__dict__ for r in cache.read(set(manifest["hash"]))])
+    if records.empty:
+        raise RuntimeError(f"{cache.dir}: no labels for the clips of {ingest_root}")
+    human = manifest.drop(columns=["language"]).rename(columns={"text": "reference"})
+    merged = human.merge(records, on="hash", how="inner")  # text = the teacher's label
+    merged["path"] = [os.path.relpath(p, out.resolve()) for p in merged.pop("audio_path")]
+    lineage = Lineage(git_commit(), section_hash(cfg), combine_hashes(merged["hash"]), teacher_id)
+    counts: dict[str, int] = {}
+    for lang, part in merged.groupby("language", sort=True):
+        table = pa.Table.from_pandas(
+            part.sort_values("id").reset_index(drop=True), preserve_index=False
+        )
+        write_parquet(out / "labels" / f"{lang}.parquet", table, lineage)
+        counts[str(lang)] = len(part)
+    for stale in (out / "labels").glob("*.parquet"):
+        if stale.stem not in counts:
+            stale.unlink()
+    report = {
+        "clips": len(manifest),
+        "labelled": len(merged),
+        "by_language": counts,
+        "language_detected": dict(Counter(merged.loc[merged["language_detected"], "language"])),
+        "teacher": {"model": cfg.model, "id": teacher_id, "backend": cfg.backend},
+        "lineage": lineage.to_dict(),
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def read_labels(labels_dir: Path, language: str | None = None) -> pd.DataFrame:
+    """The label files of one language (or all), with ``audio_path`` made absolute."""
+    paths = (
+        [labels_dir / "labels" / f"{language}.parquet"]
+        if language
+        else sorted((labels_dir / "labels").glob("*.parquet"))
+    )
+    frames = [pd.read_parquet(p) for p in paths if p.exists()]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not df.empty:
+        df["audio_path"] = [str((labels_dir / p).resolve()) for p in df["path"]]
+    return df

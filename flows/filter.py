@@ -1,0 +1,48 @@
+"""WER-filter flow: keep the pseudo-labels that agree with the reference (or are confident).
+
+python -m flows.filter [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from distilflow.config import load_params
+from tasks.filter import filter_labels
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "| language | input | kept | dropped | mean WER/CER |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for lang, row in report["by_language"].items():
+        dropped = ", ".join(f"{k}: {v}" for k, v in row["dropped"].items()) or "0"
+        lines.append(
+            f"| {lang} | {row['input']} | {row['kept']} | {dropped} | {row['mean_error']} |"
+        )
+    return "\n".join(lines)
+
+
+@flow(name="filter", log_prints=True)
+def filter_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    params = load_params(params_path)
+    report = filter_labels(params.filter, params.teacher.out_dir)
+    create_markdown_artifact(report_markdown(report), key="filter-report")
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    report = filter_flow(parser.parse_args().params)
+    print(json.dumps({k: report[k] for k in ("input", "kept", "dropped")}))
+
+
+if __name__ == "__main__":
+    main()

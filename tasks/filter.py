@@ -1,0 +1,20 @@
+"""Prefect task wrapping the WER filter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from distilflow.config import FilterConfig
+from distilflow.filter_stage import run_filter
+
+
+@task(name="filter-labels", cache_policy=NO_CACHE)
+def filter_labels(cfg: FilterConfig, labels_dir: str) -> dict[str, Any]:
+    """Keep or drop every pseudo-label, persisting each decision with its reason."""
+    report = run_filter(Path(labels_dir), cfg)
+    print(f"filter: {report['input']} labels = {report['kept']} kept + {report['dropped']} dropped")
+    return report

@@ -1,0 +1,183 @@
+"""Pseudo-labelling and filtering on a tiny random Whisper: flows, cache, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from distilflow.label_cache import LabelCache
+from distilflow.teacher import Clip, GenerationSettings, avg_logprobs, batches
+
+from .conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from distilflow.testing import save_tiny_whisper
+
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def project_params(tmp_path: Path, teacher: Path, **teacher_kw: object) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["ingest"]["sources"] = [
+        {"kind": "audiofolder", "uri": str(REPO_ROOT / "demo" / "asterisk")}
+    ]
+    raw["ingest"]["out_dir"] = str(tmp_path / "ingest")
+    raw["ingest"]["progress"] = False
+    raw["teacher"].update(
+        model=str(teacher),
+        out_dir=str(tmp_path / "labels"),
+        progress=False,
+        max_new_tokens=8,
+        batch_size=8,
+        shard_size=40,
+        **teacher_kw,
+    )
+    raw["filter"]["out_dir"] = str(tmp_path / "filtered")
+    raw["paths"]["cache_dir"] = str(tmp_path / "cache")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_batches_group_by_language_and_sort_by_length() -> None:
+    clips = [
+        Clip("a", "", "fr", 3.0),
+        Clip("b", "", "en", 2.0),
+        Clip("c", "", "fr", 1.0),
+        Clip("d", "", None, 1.0),
+        Clip("e", "", "en", 1.0),
+        Clip("f", "", "fr", 2.0),
+    ]
+    got = [[c.hash for c in b] for b in batches(clips, 2)]
+    assert got == [["e", "b"], ["c", "f"], ["a"], ["d"]]
+
+
+def test_avg_logprob_counts_up_to_first_end_token() -> None:
+    import torch
+
+    logits = [torch.log(torch.tensor([[0.5, 0.5, 0.0 + 1e-9]])) for _ in range(3)]
+    tokens = torch.tensor([[0, 1, 1]])  # token 1 is the end token: the third step is padding
+    (avg,) = avg_logprobs(logits, tokens, eos=1)
+    assert avg == pytest.approx(float(torch.log(torch.tensor(0.5))), rel=1e-4)
+
+
+def test_settings_hash_changes_with_settings() -> None:
+    a = GenerationSettings("transformers", 128, 1, False)
+    assert a.hash() == GenerationSettings("transformers", 128, 1, False).hash()
+    assert a.hash() != GenerationSettings("transformers", 128, 2, False).hash()
+    assert a.hash() != GenerationSettings("ctranslate2", 128, 1, False).hash()
+
+
+def test_label_and_filter_flows(prefect_harness: None, tiny_dir: Path, tmp_path: Path) -> None:
+    from flows.filter import filter_flow
+    from flows.ingest import ingest_flow
+    from flows.label import label_flow
+
+    params = str(project_params(tmp_path, tiny_dir))
+    ingest_flow(params)
+    first = label_flow(params)
+    assert first["clips"] == first["labelled"] == first["labelled_this_run"] == 150
+    assert first["by_language"] == dict.fromkeys(["en", "es", "fr", "it", "ru"], 30)
+    labels = pd.read_parquet(tmp_path / "labels" / "labels" / "fr.parquet")
+    assert {
+        "reference",
+        "text",
+        "token_ids",
+        "avg_logprob",
+        "compression_ratio",
+        "no_speech_prob",
+        "teacher_id",
+        "settings_hash",
+        "hash",
+        "path",
+    } <= set(labels.columns)
+    assert (labels["avg_logprob"] <= 0).all() and labels["no_speech_prob"].between(0, 1).all()
+    assert (tmp_path / "labels" / labels["path"][0]).resolve().exists()
+    second = label_flow(params)
+    assert second["labelled_this_run"] == 0 and second["labelled"] == 150
+
+    report = filter_flow(params)
+    decisions = pd.read_parquet(tmp_path / "filtered" / "decisions.parquet")
+    assert len(decisions) == report["input"] == 150 == report["kept"] + report["dropped"]
+    for lang, row in report["by_language"].items():
+        assert row["input"] == row["kept"] + sum(row["dropped"].values()), lang
+    assert (decisions["status"] != "kept").all()  # a random model's labels are all rejected
+    assert (tmp_path / "filtered" / "wer.png").stat().st_size > 1000
+
+
+def test_undetermined_language_is_detected_and_recorded(tiny_dir: Path, tmp_path: Path) -> None:
+    from distilflow.models import load_whisper
+    from distilflow.teacher import TransformersLabeller, pick_device
+
+    demo = REPO_ROOT / "demo" / "asterisk" / "audio"
+    clip = next(iter(sorted(demo.glob("fr_*.flac"))))
+    loaded = load_whisper(str(tiny_dir))
+    labeller = TransformersLabeller(
+        loaded.model,
+        loaded.processor,
+        loaded.fingerprint,
+        GenerationSettings("transformers", 4, 1, False),
+        pick_device("cpu"),
+    )
+    (forced,) = labeller.label([Clip("h1", str(clip), "fr", 1.0)])
+    (detected,) = labeller.label([Clip("h2", str(clip), None, 1.0)])
+    assert forced.language == "fr" and not forced.language_detected
+    assert detected.language_detected and len(detected.language) in (2, 3)
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from distilflow.label_cache import LabelCache
+from distilflow.models import load_whisper
+from distilflow.pseudo_label import load_clips
+from distilflow.teacher import GenerationSettings, TransformersLabeller, label_clips, pick_device
+ingest, model, cache_root = map(Path, sys.argv[1:4])
+loaded = load_whisper(str(model))
+settings = GenerationSettings("transformers", 8, 1, False)
+cpu = pick_device("cpu")
+labeller = TransformersLabeller(loaded.model, loaded.processor, loaded.fingerprint, settings, cpu)
+cache = LabelCache(cache_root, loaded.fingerprint, settings.hash())
+print(label_clips(load_clips(ingest), labeller, cache, 1), flush=True)
+"""
+
+
+def test_killed_labelling_resumes_without_relabelling(tiny_dir: Path, tmp_path: Path) -> None:
+    """kill -9 in the middle of labelling: complete batches survive, the rest is labelled next."""
+    from distilflow.config import load_params
+    from distilflow.ingest import ingest
+    from distilflow.sources import iter_items
+
+    cfg = load_params(project_params(tmp_path, tiny_dir)).ingest
+    ingest(iter_items(cfg.sources), cfg)
+    script = tmp_path / "label.py"
+    script.write_text(KILL_SCRIPT, encoding="utf-8")
+    args = [sys.executable, str(script), cfg.out_dir, str(tiny_dir), str(tmp_path / "cache")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    cache_dirs = tmp_path / "cache"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache_dirs.rglob("*.parquet"))) < 5:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    from distilflow.models import load_whisper
+
+    settings = GenerationSettings("transformers", 8, 1, False)
+    cache = LabelCache(cache_dirs, load_whisper(str(tiny_dir)).fingerprint, settings.hash())
+    survived = cache.done()
+    assert 5 <= len(survived) < 150  # killed midway, complete batches kept
+    rerun = subprocess.run(args, capture_output=True, text=True, check=True)
+    assert int(rerun.stdout.strip().splitlines()[-1]) == 150 - len(survived)
+    assert len(cache.done()) == 150 and len(cache.read()) == 150
+    assert json.dumps(sorted(cache.done()))  # every record readable: no half-written file
