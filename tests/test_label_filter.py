@@ -41,8 +41,8 @@ def project_params(tmp_path: Path, teacher: Path, **teacher_kw: object) -> Path:
         max_new_tokens=8,
         batch_size=8,
         shard_size=40,
-        **teacher_kw,
     )
+    raw["teacher"].update(teacher_kw)
     raw["filter"]["out_dir"] = str(tmp_path / "filtered")
     raw["paths"]["cache_dir"] = str(tmp_path / "cache")
     path = tmp_path / "params.yaml"
@@ -181,3 +181,24 @@ def test_killed_labelling_resumes_without_relabelling(tiny_dir: Path, tmp_path: 
     assert int(rerun.stdout.strip().splitlines()[-1]) == 150 - len(survived)
     assert len(cache.done()) == 150 and len(cache.read()) == 150
     assert json.dumps(sorted(cache.done()))  # every record readable: no half-written file
+
+
+def test_label_flow_runs_on_a_dask_cluster(
+    prefect_harness: None, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """The same flow, shards mapped over a local Dask cluster instead of threads."""
+    from prefect_dask import DaskTaskRunner
+
+    from distilflow.config import load_params
+    from distilflow.ingest import ingest
+    from distilflow.sources import iter_items
+    from flows.label import label_flow
+
+    params = project_params(tmp_path, tiny_dir, shard_size=50)
+    cfg = load_params(params).ingest
+    ingest(iter_items(cfg.sources), cfg)
+    runner = DaskTaskRunner(
+        cluster_kwargs={"n_workers": 2, "processes": False, "threads_per_worker": 1}
+    )
+    report = label_flow.with_options(task_runner=runner)(str(params))
+    assert report["labelled_this_run"] == report["labelled"] == 150  # 3 shards of 50
