@@ -185,3 +185,36 @@ def test_uri_helpers() -> None:
     assert escapes_prefix("../x.wav") and escapes_prefix("a/../../x.wav")
     assert escapes_prefix("/abs.wav") and escapes_prefix("..\\x.wav")
     assert not escapes_prefix("a/b..c.wav")
+
+
+def test_s3_source_through_ingestion_config(endpoint: str, tmp_path: Any) -> None:
+    """params.yaml-style config: an S3 prefix is ingested like a local folder."""
+    import json
+
+    import boto3
+
+    from distilflow.config import IngestConfig, SourceConfig
+    from distilflow.ingest import ingest
+    from distilflow.sources import iter_items
+
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket="ingest-e2e")
+    s3.put_object(Bucket="ingest-e2e", Key="corpus/a.flac", Body=sine_bytes(440.0, seconds=0.5))
+    s3.put_object(Bucket="ingest-e2e", Key="corpus/b.flac", Body=b"broken")
+    meta = [
+        {"file_name": "a.flac", "text": "hola", "language": "es"},
+        {"file_name": "b.flac", "text": "x", "language": "es"},
+    ]
+    body = "".join(json.dumps(m) + "\n" for m in meta).encode()
+    s3.put_object(Bucket="ingest-e2e", Key="corpus/metadata.jsonl", Body=body)
+    cfg = IngestConfig(
+        sources=[SourceConfig(kind="s3", uri="s3://ingest-e2e/corpus", endpoint_url=endpoint)],
+        out_dir=str(tmp_path / "out"),
+        max_duration_s=30.0,
+        min_duration_s=0.05,
+        silence_peak=0.0,
+        languages=[],
+        progress=False,
+    )
+    report = ingest(iter_items(cfg.sources), cfg).report
+    assert (report["input"], report["kept"], report["by_reason"]) == (2, 1, {"unreadable": 1})
