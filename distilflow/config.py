@@ -94,6 +94,44 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class StudentConfig:
+    """Student distillation (Distil-Whisper): a shallow-decoder copy learns from the teacher."""
+
+    init: str  # "teacher": copy the teacher; else a model reference sharing its tokenizer
+    decoder_layers: int  # teacher decoder layers to keep, maximally spaced (first and last kept)
+    layer_ids: list[int]  # explicit teacher layers to copy; overrides decoder_layers when not []
+    out_dir: str  # best/ (the model), checkpoints/last/, metrics.json, report.json
+    freeze_encoder: bool  # train the decoder only (the encoder stays the teacher's)
+    cache_encoder: bool  # frozen, identical encoder: compute its outputs once, on disk
+    alpha_ce: float  # weight of cross-entropy on the pseudo-labels
+    beta_kd: float  # weight of T^2 KL(teacher || student)
+    temperature: float  # distillation temperature T
+    language_temperature: float  # balanced sampling over languages: p ~ n^(1/T)
+    dev_fraction: float  # share of clips (by hash) held out for evaluation
+    max_steps: int  # optimiser steps
+    batch_size: int  # clips per micro-batch
+    grad_accum: int  # micro-batches per optimiser step
+    lr: float  # peak learning rate (AdamW)
+    warmup_steps: int  # linear warm-up, then linear decay to 0
+    weight_decay: float
+    max_grad_norm: float  # gradient clipping
+    eval_every: int  # steps between dev evaluations (WER per language); best is kept
+    eval_max_new_tokens: int  # longest dev transcript
+    save_every: int  # steps between resumable checkpoints
+    seed: int
+    device: str  # auto | cpu | cuda | cuda:N
+    progress: bool
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking; env MLFLOW_TRACKING_URI (a team server) overrides ``uri``."""
+
+    uri: str  # sqlite:///mlflow.db: the embedded default
+    experiment: str
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -101,6 +139,8 @@ class Params:
     ingest: IngestConfig
     teacher: TeacherConfig
     filter: FilterConfig
+    student: StudentConfig
+    tracking: TrackingConfig
 
 
 T = TypeVar("T")
@@ -206,6 +246,14 @@ def _check(params: Params, source: Path) -> None:
     for name in ("batch_size", "shard_size", "max_new_tokens", "num_beams"):
         if getattr(t, name) < 1:
             raise ConfigError(f"{source}: teacher.{name}: must be at least 1")
+    st = params.student
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every"):
+        if getattr(st, name) < 1:
+            raise ConfigError(f"{source}: student.{name}: must be at least 1")
+    if not 0 < st.dev_fraction < 1:
+        raise ConfigError(f"{source}: student.dev_fraction: must be in (0, 1)")
+    if st.cache_encoder and not st.freeze_encoder:
+        raise ConfigError(f"{source}: student.cache_encoder: needs student.freeze_encoder: true")
     f = params.filter
     for name in ("normalizer", "max_error"):
         if "default" not in getattr(f, name):

@@ -87,9 +87,22 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["ingest"]["sources"] = [{"kind": "audiofolder", "uri": "inbox"}]
     raw["ingest"]["progress"] = False
-    raw["teacher"].update(
-        model=str(save_tiny_whisper(tmp_path / "tiny")), max_new_tokens=4, progress=False
+    teacher = save_tiny_whisper(tmp_path / "tiny", seed=1, decoder_layers=4)  # emits text
+    raw["teacher"].update(model=str(teacher), max_new_tokens=4, progress=False)
+    raw["filter"].update(
+        max_error={"default": 1e9}, drop_uppercase=False, max_compression_ratio=1e9
     )
+    raw["student"].update(
+        max_steps=2,
+        batch_size=2,
+        eval_every=2,
+        save_every=2,
+        warmup_steps=1,
+        eval_max_new_tokens=2,
+        progress=False,
+        dev_fraction=0.01,
+    )
+    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (proj / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = {
         **os.environ,
@@ -109,7 +122,7 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(
     sh("git", "init", "-q")
     sh(sys.executable, "-m", "dvc", "init", "-q")
     first = sh(sys.executable, "-m", "dvc", "repro")
-    for stage in ("ingest", "label", "filter"):
+    for stage in ("ingest", "label", "filter", "student"):
         assert f"Running stage '{stage}'" in first
     report = json.loads((proj / "data" / "ingest" / "report.json").read_text())
     assert (report["input"], report["kept"], report["quarantined"]) == (3, 2, 1)

@@ -1,0 +1,229 @@
+"""The student stage: build the student and its data from the filtered labels, then train.
+
+Outputs in ``student.out_dir``: ``model/`` (the best student: safetensors, processor, generation
+config, ``distilflow_student.json``), ``checkpoints/`` (resumable), ``report.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from distilflow.atomic import atomic_write_json
+from distilflow.config import StudentConfig, section_hash
+from distilflow.encoder_cache import EncoderCache, fill, module_hash
+from distilflow.evaluate import EvalClip, evaluate_model, macro_mean
+from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.models.convert import atomic_dir
+from distilflow.teacher import pick_device
+from distilflow.train import Tracker, Trainer, TrainExample
+from distilflow.train_data import (
+    decoder_example,
+    load_training_examples,
+    log_mel,
+    prompt_ids,
+    split_of,
+)
+
+
+def build_examples(
+    df: pd.DataFrame, generation_config: Any, eos: int, dev_fraction: float
+) -> tuple[list[TrainExample], list[EvalClip]]:
+    """Train examples (prompt + pseudo-label) and dev clips (scored against the human text)."""
+    train, dev = [], []
+    for r in df.sort_values("hash").itertuples():
+        if split_of(r.hash, dev_fraction) == "dev":
+            reference = r.reference if isinstance(r.reference, str) and r.reference else r.text
+            dev.append(EvalClip(r.hash, r.language, str(reference)))
+            continue
+        prompt = prompt_ids(generation_config, r.language)
+        inputs, labels = decoder_example(list(r.token_ids), prompt, eos)
+        train.append(TrainExample(r.hash, r.language, inputs, labels))
+    return train, dev
+
+
+class EncoderStates:
+    """Encoder outputs of clips by hash: from the on-disk cache, or computed (frozen encoder)."""
+
+    def __init__(
+        self,
+        encoder: Any,
+        feature_extractor: Any,
+        paths: dict[str, str],
+        cache: EncoderCache | None,
+        device: torch.device,
+        batch_size: int = 8,
+    ) -> None:
+        self.encoder, self.fe, self.paths = encoder, feature_extractor, paths
+        self.cache, self.device, self.batch_size = cache, device, batch_size
+        self.dtype = next(encoder.parameters()).dtype
+
+    def features(self, hashes: list[str]) -> torch.Tensor:
+        return log_mel([self.paths[h] for h in hashes], self.fe).to(self.device, self.dtype)
+
+    def warm(self, hashes: Sequence[str], progress: bool = False) -> int:
+        """Fill the cache for ``hashes``; returns how many were computed."""
+        if self.cache is None:
+            return 0
+        return fill(
+            self.cache, self.encoder, self.features, list(hashes), self.batch_size, progress
+        )
+
+    def __call__(self, hashes: list[str]) -> torch.Tensor:
+        if self.cache is not None:
+            self.warm(hashes)
+            states = self.cache.get_many(hashes)
+            assert states is not None
+            return states.to(self.device, torch.float32)
+        with torch.no_grad():
+            out: torch.Tensor = self.encoder(self.features(hashes)).last_hidden_state
+        return out
+
+
+class TrainableEncoderStates(EncoderStates):
+    """The student's own encoder, with gradients (``freeze_encoder: false``)."""
+
+    def __call__(self, hashes: list[str]) -> torch.Tensor:
+        out: torch.Tensor = self.encoder(self.features(hashes)).last_hidden_state
+        return out
+
+
+def make_student_for(cfg: StudentConfig, teacher: Any, cache_dir: Path) -> tuple[Any, list[int]]:
+    """The student: layers copied from the teacher, or another checkpoint sharing its tokenizer."""
+    from distilflow.student import make_student
+
+    if cfg.init == "teacher":
+        return make_student(teacher, cfg.layer_ids or cfg.decoder_layers)
+    from distilflow.models import load_whisper
+
+    student = load_whisper(cfg.init, cache_dir=cache_dir).model
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise ValueError(f"student.init {cfg.init!r}: vocabulary differs from the teacher's")
+    return student, []
+
+
+def run_fingerprint(cfg: StudentConfig, data_hash: str, teacher_id: str) -> str:
+    """What a checkpoint must match to be resumed (cadence and progress bar excluded)."""
+    stable = {
+        k: v for k, v in cfg.__dict__.items() if k not in ("progress", "eval_every", "save_every")
+    }
+    return hashlib.sha256(
+        f"{sorted(stable.items())}|{data_hash}|{teacher_id}".encode()
+    ).hexdigest()[:16]
+
+
+def distil(
+    cfg: StudentConfig, filtered_dir: Path, teacher_ref: str, cache_dir: Path, tracker: Tracker
+) -> dict[str, Any]:
+    """Train the student on the filtered pseudo-labels; returns the report."""
+    from distilflow.models import load_whisper
+    from distilflow.student import count_parameters
+
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    loaded = load_whisper(teacher_ref, cache_dir=cache_dir)
+    teacher, processor = loaded.model, loaded.processor
+    teacher.to(device)  # type: ignore[arg-type]
+    teacher.eval()  # type: ignore[no-untyped-call]
+    teacher.requires_grad_(False)
+    student, layer_ids = make_student_for(cfg, teacher, cache_dir)
+    student = student.to(device)
+    student.model.encoder.requires_grad_(not cfg.freeze_encoder)
+
+    df = load_training_examples(filtered_dir, None)
+    if df.empty:
+        raise RuntimeError(f"{filtered_dir}: no filtered clips to train on")
+    gen = teacher.generation_config
+    eos = int(gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0])
+    train, dev = build_examples(df, gen, eos, cfg.dev_fraction)
+    if not train:
+        raise ValueError(
+            f"{filtered_dir}: no training clips: all {len(dev)} kept clips fell in the dev split "
+            f"(student.dev_fraction={cfg.dev_fraction}); add data or lower the fraction"
+        )
+    paths = dict(zip(df["hash"], df["audio_path"], strict=True))
+    cache = (
+        EncoderCache(cache_dir / "encoder", module_hash(teacher.model.encoder))
+        if cfg.cache_encoder
+        else None
+    )
+    states = EncoderStates(teacher.model.encoder, processor.feature_extractor, paths, cache, device)
+    computed = states.warm(list(paths), cfg.progress)
+    student_states: EncoderStates | None = None
+    if not cfg.freeze_encoder:
+        student_states = TrainableEncoderStates(
+            student.model.encoder, processor.feature_extractor, paths, None, device
+        )
+    elif cfg.init != "teacher":
+        own = (
+            EncoderCache(cache_dir / "encoder", module_hash(student.model.encoder))
+            if cache
+            else None
+        )
+        student_states = EncoderStates(
+            student.model.encoder, processor.feature_extractor, paths, own, device
+        )
+
+    out = Path(cfg.out_dir)
+    data_hash = combine_hashes(df["hash"])
+    fingerprint = run_fingerprint(cfg, data_hash, loaded.fingerprint)
+    trainer = Trainer(
+        student,
+        teacher,
+        processor,
+        cfg,
+        train,
+        dev,
+        states,
+        student_states,
+        out,
+        fingerprint,
+        device,
+    )
+    resumed = trainer.try_resume()
+    teacher_wer, _ = evaluate_model(teacher, processor, dev, states, cfg.eval_max_new_tokens)
+    state = trainer.run(tracker)
+    publish_model(trainer.best_dir(), out / "model")
+    report = {
+        "teacher": {
+            "model": teacher_ref,
+            "id": loaded.fingerprint,
+            "dev_wer": teacher_wer,
+            "dev_wer_mean": macro_mean(teacher_wer),
+            "parameters": count_parameters(teacher),
+        },
+        "student": {
+            "decoder_layers_from_teacher": layer_ids,
+            "parameters": count_parameters(student),
+            "best_step": state.best_step,
+            "dev_wer": state.best_wer,
+            "dev_wer_mean": state.best_score,
+        },
+        "train_clips": len(train),
+        "dev_clips": len(dev),
+        "train_languages": dict(sorted(Counter(e.language for e in train).items())),
+        "steps": state.step,
+        "resumed": resumed,
+        "encoder_states_computed": computed,
+        "history": state.history,
+        "lineage": Lineage(
+            git_commit(), section_hash(cfg), data_hash, loaded.fingerprint
+        ).to_dict(),
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def publish_model(src: Path, dst: Path) -> None:
+    """Copy the best model to its stable path, replacing what was there."""
+    if dst.exists():
+        shutil.rmtree(dst)
+    with atomic_dir(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)

@@ -1,0 +1,273 @@
+"""The distillation training loop: one visible loop, resumable exactly.
+
+Each optimiser step: sample a language-balanced batch, take the encoder states (cached on disk
+when the encoder is frozen and the teacher's), run the teacher's decoder teacher-forced on the
+pseudo-labels under no_grad, run the student's decoder, and minimise
+α·CE(labels) + β·T²·KL(teacher ‖ student) on the real tokens. Every ``eval_every`` steps the
+student transcribes the dev split; the best (lowest mean WER over languages) is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm import tqdm
+
+from distilflow.atomic import atomic_write_json
+from distilflow.config import StudentConfig
+from distilflow.evaluate import EvalClip, evaluate_model, macro_mean
+from distilflow.losses import distillation_loss
+from distilflow.models.convert import atomic_dir
+from distilflow.train_data import BalancedSampler, collate
+
+StatesFn = Callable[[list[str]], torch.Tensor]  # clip hashes -> encoder states (B, frames, d)
+
+
+class Tracker(Protocol):
+    """Where metrics go (MLflow in the pipeline, nothing in tests)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class NullTracker:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One training clip: its decoder sequence (prompt + pseudo-label) and language."""
+
+    hash: str
+    language: str
+    decoder_input_ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class TrainState:
+    """Everything besides tensors that a resumed run needs."""
+
+    fingerprint: str  # config + data + teacher: a checkpoint of another run is never resumed
+    step: int = 0
+    best_score: float = math.inf
+    best_step: int = -1
+    best_wer: dict[str, float] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up to 1, then linear decay to 0 at ``total``. Pure."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def step_loss(
+    student: Any,
+    teacher: Any,
+    batch: dict[str, torch.Tensor],
+    student_states: torch.Tensor,
+    teacher_states: torch.Tensor,
+    cfg: StudentConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The distillation loss of one micro-batch."""
+    inputs = {
+        "decoder_input_ids": batch["decoder_input_ids"],
+        "decoder_attention_mask": batch["decoder_attention_mask"],
+    }
+    with torch.no_grad():
+        teacher_logits = teacher(encoder_outputs=(teacher_states,), **inputs).logits
+    student_logits = student(encoder_outputs=(student_states,), **inputs).logits
+    return distillation_loss(
+        student_logits, teacher_logits, batch["labels"], cfg.alpha_ce, cfg.beta_kd, cfg.temperature
+    )
+
+
+class Trainer:
+    """Holds the models, data and optimiser of one distillation run."""
+
+    def __init__(
+        self,
+        student: Any,
+        teacher: Any,
+        processor: Any,
+        cfg: StudentConfig,
+        train: list[TrainExample],
+        dev: list[EvalClip],
+        states: StatesFn,
+        student_states: StatesFn | None,
+        out_dir: Path,
+        fingerprint: str,
+        device: torch.device,
+    ) -> None:
+        self.student, self.teacher, self.processor, self.cfg = student, teacher, processor, cfg
+        self.train_set, self.dev, self.out = train, dev, out_dir
+        self.teacher_states = states  # frozen teacher encoder (cached when possible)
+        self.student_states = student_states or states  # differs only with a trainable encoder
+        self.device = device
+        self.pad_id = int(processor.tokenizer.pad_token_id or processor.tokenizer.eos_token_id)
+        self.params = [p for p in student.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps)
+        )
+        self.sampler = BalancedSampler(
+            [e.language for e in train], cfg.language_temperature, cfg.seed
+        )
+        self.state = TrainState(fingerprint)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _publish(self, kind: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
+        """Write ``kind/step-N`` atomically, then point ``kind/latest.json`` at it, then prune.
+
+        At every moment the pointer names a complete directory: a kill at any point is safe.
+        """
+        root = self.out / kind
+        name = f"step-{self.state.step:07d}"
+        if not (root / name).exists():
+            with atomic_dir(root / name) as tmp:
+                write(tmp)
+        atomic_write_json(root / "latest.json", {"dir": name, **meta})
+        for old in root.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return root / name
+
+    def save_checkpoint(self) -> None:
+        """Model, optimiser, schedule, RNG and data position."""
+        self.state.sampler = self.sampler.state_dict()
+
+        def write(tmp: Path) -> None:
+            save_model(self.student, str(tmp / "model.safetensors"))
+            torch.save(
+                {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate(),
+                },
+                tmp / "trainer.pt",
+            )
+            (tmp / "state.json").write_text(json.dumps(asdict(self.state)), encoding="utf-8")
+
+        self._publish("checkpoints", write, {"step": self.state.step})
+
+    def try_resume(self) -> bool:
+        """Continue from the last checkpoint of the same run; False when there is none."""
+        pointer = self.out / "checkpoints" / "latest.json"
+        if not pointer.exists():
+            return False
+        ckpt = self.out / "checkpoints" / json.loads(pointer.read_text(encoding="utf-8"))["dir"]
+        saved = TrainState(**json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
+        if saved.fingerprint != self.state.fingerprint:
+            return False  # another config or data: start afresh
+        load_model(self.student, str(ckpt / "model.safetensors"), device=str(self.device))
+        blob = torch.load(ckpt / "trainer.pt", weights_only=True)  # never arbitrary pickles
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        torch.set_rng_state(blob["torch_rng"])
+        random.setstate(blob["python_rng"])
+        self.sampler.load_state_dict(saved.sampler)
+        self.state = saved
+        return True
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        self.student.eval()
+        wer, _ = evaluate_model(
+            self.student,
+            self.processor,
+            self.dev,
+            self.student_states,
+            self.cfg.eval_max_new_tokens,
+        )
+        self.student.train()
+        return wer
+
+    def save_best(self, wer: dict[str, float]) -> None:
+        from distilflow.student import save_student
+
+        self.state.best_score, self.state.best_step = macro_mean(wer), self.state.step
+        self.state.best_wer = wer
+        info = {"step": self.state.step, "dev_wer": wer, "fingerprint": self.state.fingerprint}
+
+        def write(tmp: Path) -> None:
+            save_student(self.student, self.processor, tmp / "model", info)
+
+        self._publish("best", write, info)
+
+    def best_dir(self) -> Path:
+        """The best model's directory (a transformers directory, safetensors)."""
+        pointer = json.loads((self.out / "best" / "latest.json").read_text(encoding="utf-8"))
+        return self.out / "best" / str(pointer["dir"]) / "model"
+
+    # -- the loop ----------------------------------------------------------------------------
+    def batch(self, indices: list[int]) -> dict[str, Any]:
+        examples = [asdict(self.train_set[i]) for i in indices]
+        tensors = collate(examples, self.pad_id)
+        return {
+            k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()
+        }
+
+    def run(self, tracker: Tracker) -> TrainState:
+        cfg = self.cfg
+        self.student.train()
+        bar = tqdm(
+            total=cfg.max_steps, initial=self.state.step, desc="distil", disable=not cfg.progress
+        )
+        while self.state.step < cfg.max_steps:
+            # 1. one optimiser step over grad_accum language-balanced micro-batches
+            self.optimizer.zero_grad(set_to_none=True)
+            parts: dict[str, float] = {}
+            for _ in range(cfg.grad_accum):
+                batch = self.batch([next(self.sampler) for _ in range(cfg.batch_size)])
+                hashes = batch["hash"]
+                loss, parts = step_loss(
+                    self.student,
+                    self.teacher,
+                    batch,
+                    self.student_states(hashes),
+                    self.teacher_states(hashes),
+                    cfg,
+                )
+                (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            # 2. log
+            metrics = {
+                **{f"train/{k}": v for k, v in parts.items()},
+                "train/grad_norm": grad_norm,
+                "train/lr": float(self.scheduler.get_last_lr()[0]),
+            }
+            tracker.log_metrics(metrics, self.state.step)
+            bar.set_postfix(loss=f"{parts.get('loss', float('nan')):.3f}")
+            bar.update(1)
+            # 3. evaluate on the dev split; keep the best
+            if self.state.step % cfg.eval_every == 0 or self.state.step == cfg.max_steps:
+                wer = self.evaluate()
+                tracker.log_metrics(
+                    {f"dev/wer_{k}": v for k, v in wer.items()} | {"dev/wer_mean": macro_mean(wer)},
+                    self.state.step,
+                )
+                self.state.history.append({"step": self.state.step, **wer})
+                if macro_mean(wer) < self.state.best_score or self.state.best_step < 0:
+                    self.save_best(wer)
+            # 4. checkpoint for an exact resume
+            if self.state.step % cfg.save_every == 0 or self.state.step == cfg.max_steps:
+                self.save_checkpoint()
+        bar.close()
+        atomic_write_json(self.out / "train_state.json", asdict(self.state))
+        return self.state

@@ -1,0 +1,179 @@
+"""Student distillation on a tiny random Whisper: the stage end to end, and exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distilflow.config import load_params
+
+from .test_label_filter import project_params
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from distilflow.testing import save_tiny_whisper
+
+    # seed 1: a random teacher whose greedy output is text (seed 0 emits bytes that normalise away)
+    return save_tiny_whisper(tmp_path_factory.mktemp("teacher") / "model", seed=1, decoder_layers=4)
+
+
+def student_params(tmp_path: Path, teacher: Path, **student_kw: object) -> Path:
+    path = project_params(tmp_path, teacher)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw["filter"].update(
+        max_error={"default": 1e9}, drop_uppercase=False, max_compression_ratio=1e9
+    )
+    raw["student"].update(
+        out_dir=str(tmp_path / "student"),
+        max_steps=6,
+        batch_size=4,
+        eval_every=3,
+        save_every=2,
+        warmup_steps=2,
+        eval_max_new_tokens=4,
+        progress=False,
+        dev_fraction=0.2,
+    )
+    raw["student"].update(student_kw)
+    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path) -> Path:
+    """Ingested, labelled and filtered demo data (shared by the tests of this module)."""
+    from distilflow.config import load_params
+    from distilflow.filter_stage import run_filter
+    from distilflow.ingest import ingest
+    from distilflow.pseudo_label import make_labeller, write_labels
+    from distilflow.sources import iter_items
+    from distilflow.teacher import label_clips
+    from tasks.label import cache_for
+
+    tmp = tmp_path_factory.mktemp("prepared")
+    params = load_params(student_params(tmp, tiny_teacher))
+    ingest(iter_items(params.ingest.sources), params.ingest)
+    labeller = make_labeller(params.teacher, tmp / "cache")
+    cache = cache_for(params.teacher, labeller)
+    from distilflow.pseudo_label import load_clips
+
+    label_clips(load_clips(Path(params.ingest.out_dir)), labeller, cache, 8)
+    write_labels(Path(params.ingest.out_dir), cache, params.teacher, labeller.teacher_id)
+    run_filter(Path(params.teacher.out_dir), params.filter)
+    return tmp
+
+
+def test_student_flow_trains_saves_and_logs(
+    prefect_harness: None, prepared: Path, tiny_teacher: Path
+) -> None:
+    import mlflow
+    from transformers import WhisperForConditionalGeneration
+
+    from flows.student import student_flow
+
+    params_path = student_params(prepared, tiny_teacher)
+    report = student_flow(str(params_path))
+    assert report["steps"] == 6 and report["student"]["best_step"] in (3, 6)
+    assert report["student"]["decoder_layers_from_teacher"] == [0, 3]
+    assert report["student"]["parameters"] < report["teacher"]["parameters"]
+    assert set(report["student"]["dev_wer"]) == set(report["teacher"]["dev_wer"])
+    model_dir = prepared / "student" / "model"
+    assert (model_dir / "model.safetensors").exists() and (
+        model_dir / "distilflow_student.json"
+    ).exists()
+    student = WhisperForConditionalGeneration.from_pretrained(model_dir)
+    assert student.config.decoder_layers == 2
+    mlflow.set_tracking_uri(f"sqlite:///{prepared / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["distilflow"])
+    assert len(runs) >= 1 and "metrics.train.loss" in runs.columns
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(runs.iloc[0]["run_id"], "train.loss")
+    assert [m.step for m in history] == list(range(1, 7))
+
+
+def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[no-untyped-def]
+    """A Trainer as the stage builds it, for the resume test."""
+    from distilflow import distill
+    from distilflow.encoder_cache import EncoderCache, module_hash
+    from distilflow.models import load_whisper
+    from distilflow.teacher import pick_device
+    from distilflow.train import Trainer
+    from distilflow.train_data import load_training_examples
+
+    params = load_params(student_params(prepared, tiny_teacher, **kw))
+    cfg = params.student
+    loaded = load_whisper(str(tiny_teacher))
+    teacher = loaded.model.eval()
+    teacher.requires_grad_(False)
+    torch.manual_seed(cfg.seed)
+    student, _ = distill.make_student_for(cfg, teacher, prepared / "cache")
+    student.model.encoder.requires_grad_(False)
+    df = load_training_examples(Path(params.filter.out_dir), None)
+    gen = teacher.generation_config
+    train, dev = distill.build_examples(df, gen, int(gen.eos_token_id), cfg.dev_fraction)
+    paths = dict(zip(df["hash"], df["audio_path"], strict=True))
+    cache = EncoderCache(prepared / "cache" / "encoder", module_hash(teacher.model.encoder))
+    states = distill.EncoderStates(
+        teacher.model.encoder, loaded.processor.feature_extractor, paths, cache, pick_device("cpu")
+    )
+    return Trainer(
+        student,
+        teacher,
+        loaded.processor,
+        cfg,
+        train,
+        dev,
+        states,
+        None,
+        Path(cfg.out_dir),
+        "fp",
+        pick_device("cpu"),
+    )
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step > self.step:
+            raise Crash
+
+
+def test_resume_continues_exactly(prepared: Path, tiny_teacher: Path, tmp_path: Path) -> None:
+    """Crash after step 5 (checkpoint at 4), resume: same weights as an uninterrupted run."""
+    from distilflow.train import NullTracker
+
+    straight = _trainer(
+        prepared, tiny_teacher, out_dir=str(tmp_path / "a"), max_steps=8, save_every=4
+    )
+    straight.run(NullTracker())
+    crashed = _trainer(
+        prepared, tiny_teacher, out_dir=str(tmp_path / "b"), max_steps=8, save_every=4
+    )
+    with pytest.raises(Crash):
+        crashed.run(CrashAfter(5))
+    resumed = _trainer(
+        prepared, tiny_teacher, out_dir=str(tmp_path / "b"), max_steps=8, save_every=4
+    )
+    assert resumed.try_resume() and resumed.state.step == 4
+    resumed.run(NullTracker())
+    assert resumed.state.step == 8
+    for (name, a), (_, b) in zip(
+        straight.student.state_dict().items(), resumed.student.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert (
+        dataclasses.asdict(resumed.state)["history"]
+        == dataclasses.asdict(straight.state)["history"]
+    )

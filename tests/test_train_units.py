@@ -1,0 +1,31 @@
+"""Pure pieces of the training loop and evaluation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from distilflow.evaluate import error_rate_corpus, macro_mean
+from distilflow.train import lr_factor
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100) == 0.0
+    assert lr_factor(5, 0, 10) == pytest.approx(0.5)  # no warm-up
+
+
+def test_corpus_error_rate_normalises_and_skips_empty_references() -> None:
+    assert error_rate_corpus("es", ["Buenos días", "[ruido]"], ["buenos dias", "algo"]) == 0.0
+    assert error_rate_corpus("en", ["the cat sat down"], ["the cat"]) == pytest.approx(0.5)
+    assert error_rate_corpus("ja", ["あいうえ"], ["あいうお"]) == pytest.approx(0.25)  # CER
+    assert math.isnan(error_rate_corpus("en", ["[!]"], ["x"]))
+
+
+def test_macro_mean_ignores_missing_languages() -> None:
+    assert macro_mean({"en": 0.1, "fr": 0.3, "xx": float("nan")}) == pytest.approx(0.2)
+    assert math.isnan(macro_mean({}))
