@@ -81,14 +81,16 @@ def step_loss(
     teacher_states: torch.Tensor,
     cfg: StudentConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The distillation loss of one micro-batch."""
+    """The distillation loss of one micro-batch (bf16 autocast on a GPU; losses in fp32)."""
     inputs = {
         "decoder_input_ids": batch["decoder_input_ids"],
         "decoder_attention_mask": batch["decoder_attention_mask"],
     }
-    with torch.no_grad():
-        teacher_logits = teacher(encoder_outputs=(teacher_states,), **inputs).logits
-    student_logits = student(encoder_outputs=(student_states,), **inputs).logits
+    device = student_states.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.no_grad():
+            teacher_logits = teacher(encoder_outputs=(teacher_states,), **inputs).logits
+        student_logits = student(encoder_outputs=(student_states,), **inputs).logits
     return distillation_loss(
         student_logits, teacher_logits, batch["labels"], cfg.alpha_ce, cfg.beta_kd, cfg.temperature
     )
