@@ -49,18 +49,22 @@ def greedy_generate(
     features = _check_features(model, input_features)
     with _scoped_generation_config(model) as gen:
         _prompt(gen, language)  # validates the language
-        out = model.generate(
-            features,
-            generation_config=gen,
-            language=language,
-            task=TASK,
-            return_timestamps=False,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-            force_unique_generate_call=False,
-        )
+        out = model.generate(features, **_greedy_kwargs(gen, language, max_new_tokens))
     return _text_tokens(out, gen)
+
+
+def _greedy_kwargs(gen: Any, language: str, max_new_tokens: int) -> dict[str, Any]:
+    """The generate() options both functions share: greedy, forced language, no timestamps."""
+    return {
+        "generation_config": gen,
+        "language": language,
+        "task": TASK,
+        "return_timestamps": False,
+        "do_sample": False,
+        "num_beams": 1,
+        "max_new_tokens": max_new_tokens,
+        "force_unique_generate_call": False,
+    }
 
 
 def assisted_generate(
@@ -83,14 +87,7 @@ def assisted_generate(
         begin = SuppressAtPosition(gen.begin_suppress_tokens or [], len(_prompt(gen, language)))
         out = teacher.generate(
             features,
-            generation_config=gen,
-            language=language,
-            task=TASK,
-            return_timestamps=False,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_new_tokens,
-            force_unique_generate_call=False,
+            **_greedy_kwargs(gen, language, max_new_tokens),
             assistant_model=assistant,
             logits_processor=LogitsProcessorList([begin]),
         )

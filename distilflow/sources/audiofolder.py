@@ -9,7 +9,6 @@ in the folder is silently ignored.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from distilflow.sources.base import (
     SourceError,
     SourceItem,
     clean_text,
+    jsonl_rows,
 )
 
 AUDIO_SUFFIXES = frozenset({".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".g722"})
@@ -67,15 +67,7 @@ class AudioFolderSource:
         jsonl, csv_path = self.root / "metadata.jsonl", self.root / "metadata.csv"
         if jsonl.exists():
             with jsonl.open(encoding="utf-8") as fh:
-                for n, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        yield n, None, line.strip()
-                        continue
-                    yield n, row if isinstance(row, dict) else None, line.strip()
+                yield from jsonl_rows(fh)
         elif csv_path.exists():
             with csv_path.open(encoding="utf-8", newline="") as fh:
                 for n, row in enumerate(csv.DictReader(fh), start=2):

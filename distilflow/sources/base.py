@@ -8,9 +8,10 @@ decodes audio and never drops an item: anything it cannot describe properly is y
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 # Quarantine reasons a source may set on an item (ingestion adds the audio-level ones).
 PATH_ESCAPES_ROOT = "path_escapes_root"
@@ -51,3 +52,19 @@ def clean_text(value: object) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+MetadataRow = tuple[int, dict[str, Any] | None, str]  # (line number, row or None, raw line)
+
+
+def jsonl_rows(lines: Iterable[str]) -> Iterator[MetadataRow]:
+    """Rows of a ``metadata.jsonl``; a line that is not a JSON object gives ``None``."""
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            yield n, None, line.strip()
+            continue
+        yield n, row if isinstance(row, dict) else None, line.strip()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
@@ -38,9 +37,11 @@ from distilflow.sources.base import (
     BAD_METADATA,
     MISSING_FILE,
     PATH_ESCAPES_ROOT,
+    MetadataRow,
     SourceError,
     SourceItem,
     clean_text,
+    jsonl_rows,
 )
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")  # the first one present is used
@@ -54,8 +55,6 @@ _STREAM_ERRORS = (
     ConnectionClosedError,
 )
 _RAW_PREVIEW = 120  # characters of a bad metadata line quoted in its detail
-
-Row = tuple[int, dict[str, Any] | None, str]  # (line number, row or None if malformed, raw)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -73,7 +72,7 @@ def escapes_prefix(file_name: str) -> bool:
     return ".." in file_name.replace("\\", "/").split("/")
 
 
-def parse_metadata(name: str, data: bytes) -> Iterator[Row]:
+def parse_metadata(name: str, data: bytes) -> Iterator[MetadataRow]:
     """Rows of a ``metadata.jsonl`` or ``metadata.csv`` given as bytes."""
     try:
         text = data.decode("utf-8-sig")
@@ -84,15 +83,7 @@ def parse_metadata(name: str, data: bytes) -> Iterator[Row]:
         for row in reader:
             yield reader.line_num, dict(row), ",".join(str(v) for v in row.values())
         return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            yield n, None, line.strip()
-            continue
-        yield n, row if isinstance(row, dict) else None, line.strip()
+    yield from jsonl_rows(text.splitlines())
 
 
 def _first_text(row: dict[str, Any]) -> str | None:
@@ -178,7 +169,7 @@ class S3Source:
 
     # -- items -------------------------------------------------------------------------------
 
-    def _rows(self, names: set[str]) -> Iterator[Row]:
+    def _rows(self, names: set[str]) -> Iterator[MetadataRow]:
         """Rows of the first metadata file present under the prefix (none: no rows)."""
         for meta in METADATA_NAMES:
             if meta in names:
