@@ -119,7 +119,8 @@ class StudentConfig:
     eval_max_new_tokens: int  # longest dev transcript
     save_every: int  # steps between resumable checkpoints
     seed: int
-    device: str  # auto | cpu | cuda | cuda:N
+    device: str  # auto | cpu | cuda | cuda:N (with processes: 1)
+    processes: int  # 1: train in the flow's process; N: N ranks (one per GPU) via torchrun
     progress: bool
 
 
@@ -247,7 +248,7 @@ def _check(params: Params, source: Path) -> None:
         if getattr(t, name) < 1:
             raise ConfigError(f"{source}: teacher.{name}: must be at least 1")
     st = params.student
-    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every"):
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "processes"):
         if getattr(st, name) < 1:
             raise ConfigError(f"{source}: student.{name}: must be at least 1")
     if not 0 < st.dev_fraction < 1:

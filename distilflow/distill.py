@@ -120,14 +120,24 @@ def run_fingerprint(cfg: StudentConfig, data_hash: str, teacher_id: str) -> str:
 
 
 def distil(
-    cfg: StudentConfig, filtered_dir: Path, teacher_ref: str, cache_dir: Path, tracker: Tracker
+    cfg: StudentConfig,
+    filtered_dir: Path,
+    teacher_ref: str,
+    cache_dir: Path,
+    tracker: Tracker,
+    accelerator: Any | None = None,
 ) -> dict[str, Any]:
-    """Train the student on the filtered pseudo-labels; returns the report."""
+    """Train the student on the filtered pseudo-labels; returns the report.
+
+    With an ``accelerator`` of several processes (one per rank under torchrun), every rank
+    trains; the main one evaluates, saves, writes the report and is the only one to track.
+    """
     from distilflow.models import load_whisper
     from distilflow.student import count_parameters
 
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = accelerator.device if accelerator is not None else pick_device(cfg.device)
+    main = accelerator is None or bool(accelerator.is_main_process)
     loaded = load_whisper(teacher_ref, cache_dir=cache_dir)
     teacher, processor = loaded.model, loaded.processor
     teacher.to(device)  # type: ignore[arg-type]
@@ -186,11 +196,15 @@ def distil(
         out,
         fingerprint,
         device,
+        accelerator,
     )
     resumed = trainer.try_resume()
-    teacher_wer, _ = evaluate_model(teacher, processor, dev, states, cfg.eval_max_new_tokens)
+    teacher_wer: dict[str, float] = {}
+    if main:
+        teacher_wer, _ = evaluate_model(teacher, processor, dev, states, cfg.eval_max_new_tokens)
     state = trainer.run(tracker)
-    publish_model(trainer.best_dir(), out / "model")
+    if main:
+        publish_model(trainer.best_dir(), out / "model")
     report = {
         "teacher": {
             "model": teacher_ref,
@@ -217,7 +231,8 @@ def distil(
             git_commit(), section_hash(cfg), data_hash, loaded.fingerprint
         ).to_dict(),
     }
-    atomic_write_json(out / "report.json", report)
+    if main:
+        atomic_write_json(out / "report.json", report)
     return report
 
 

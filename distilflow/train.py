@@ -112,6 +112,7 @@ class Trainer:
         out_dir: Path,
         fingerprint: str,
         device: torch.device,
+        accelerator: Any | None = None,
     ) -> None:
         self.student, self.teacher, self.processor, self.cfg = student, teacher, processor, cfg
         self.train_set, self.dev, self.out = train, dev, out_dir
@@ -119,14 +120,21 @@ class Trainer:
         self.student_states = student_states or states  # differs only with a trainable encoder
         self.device = device
         self.pad_id = int(processor.tokenizer.pad_token_id or processor.tokenizer.eos_token_id)
+        # One process by default; under `accelerate launch` every rank runs this same loop on
+        # its own batches and DDP averages the gradients.
+        from accelerate import Accelerator
+
+        self.acc = accelerator or Accelerator(cpu=device.type == "cpu")
         self.params = [p for p in student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the schedule steps once per optimiser step (a prepared scheduler would step per rank)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps)
+            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps)
         )
-        self.sampler = BalancedSampler(
-            [e.language for e in train], cfg.language_temperature, cfg.seed
-        )
+        self.model, self.optimizer = self.acc.prepare(student, optimizer)
+        self.is_main = bool(self.acc.is_main_process)
+        seed = cfg.seed + int(self.acc.process_index)  # each rank draws its own batches
+        self.sampler = BalancedSampler([e.language for e in train], cfg.language_temperature, seed)
         self.state = TrainState(fingerprint)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -163,7 +171,9 @@ class Trainer:
             )
             (tmp / "state.json").write_text(json.dumps(asdict(self.state)), encoding="utf-8")
 
-        self._publish("checkpoints", write, {"step": self.state.step})
+        if self.is_main:  # one writer; every rank waits so none runs ahead of a checkpoint
+            self._publish("checkpoints", write, {"step": self.state.step})
+        self.acc.wait_for_everyone()
 
     def try_resume(self) -> bool:
         """Continue from the last checkpoint of the same run; False when there is none."""
@@ -226,7 +236,10 @@ class Trainer:
         cfg = self.cfg
         self.student.train()
         bar = tqdm(
-            total=cfg.max_steps, initial=self.state.step, desc="distil", disable=not cfg.progress
+            total=cfg.max_steps,
+            initial=self.state.step,
+            desc="distil",
+            disable=not (cfg.progress and self.is_main),
         )
         while self.state.step < cfg.max_steps:
             # 1. one optimiser step over grad_accum language-balanced micro-batches
@@ -236,15 +249,15 @@ class Trainer:
                 batch = self.batch([next(self.sampler) for _ in range(cfg.batch_size)])
                 hashes = batch["hash"]
                 loss, parts = step_loss(
-                    self.student,
+                    self.model,
                     self.teacher,
                     batch,
                     self.student_states(hashes),
                     self.teacher_states(hashes),
                     cfg,
                 )
-                (loss / cfg.grad_accum).backward()  # type: ignore[no-untyped-call]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
+                self.acc.backward(loss / cfg.grad_accum)
+            grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.max_grad_norm))
             self.optimizer.step()
             self.scheduler.step()
             self.state.step += 1
@@ -254,11 +267,13 @@ class Trainer:
                 "train/grad_norm": grad_norm,
                 "train/lr": float(self.scheduler.get_last_lr()[0]),
             }
-            tracker.log_metrics(metrics, self.state.step)
+            if self.is_main:
+                tracker.log_metrics(metrics, self.state.step)
             bar.set_postfix(loss=f"{parts.get('loss', float('nan')):.3f}")
             bar.update(1)
             # 3. evaluate on the dev split; keep the best
-            if self.state.step % cfg.eval_every == 0 or self.state.step == cfg.max_steps:
+            due = self.state.step % cfg.eval_every == 0 or self.state.step == cfg.max_steps
+            if due and self.is_main:  # the main process evaluates and keeps the best
                 wer = self.evaluate()
                 tracker.log_metrics(
                     {f"dev/wer_{k}": v for k, v in wer.items()} | {"dev/wer_mean": macro_mean(wer)},
@@ -271,5 +286,7 @@ class Trainer:
             if self.state.step % cfg.save_every == 0 or self.state.step == cfg.max_steps:
                 self.save_checkpoint()
         bar.close()
-        atomic_write_json(self.out / "train_state.json", asdict(self.state))
+        if self.is_main:
+            atomic_write_json(self.out / "train_state.json", asdict(self.state))
+        self.acc.wait_for_everyone()
         return self.state

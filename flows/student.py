@@ -33,7 +33,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 @flow(name="student", log_prints=True)
 def student_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     params = load_params(params_path)
-    report = distil_student(params)
+    report = distil_student(params, params_path)
     create_markdown_artifact(report_markdown(report), key="student-report")
     return report
 

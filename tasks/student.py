@@ -1,7 +1,16 @@
-"""Prefect task wrapping student distillation, tracked in MLflow."""
+"""Prefect task wrapping student distillation, tracked in MLflow.
+
+With ``student.processes: 1`` the student trains in the task's own process. With N > 1 the task
+launches N ranks (``python -m torch.distributed.run``, what ``accelerate launch`` runs; one rank a
+GPU, gloo on CPU) running ``python -m tasks.student_ranks``; rank 0 tracks and writes the report.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,31 +22,68 @@ from distilflow.config import Params, section_hash
 from distilflow.distill import distil
 from distilflow.lineage import git_commit
 from distilflow.registry import flat_params, tracking_run
+from distilflow.train import NullTracker
 from tasks.label import cache_dir_of
 
 
-@task(name="distil-student", cache_policy=NO_CACHE)
-def distil_student(params: Params) -> dict[str, Any]:
-    """Train the student (resuming a killed run) and log it to MLflow."""
+def run_distillation(params: Params, accelerator: Any | None = None) -> dict[str, Any]:
+    """Distil in this process (one rank of several when ``accelerator`` says so)."""
     cfg = params.student
+    args = (
+        cfg,
+        Path(params.filter.out_dir),
+        params.teacher.model,
+        cache_dir_of(params.paths.cache_dir),
+    )
+    if accelerator is not None and not accelerator.is_main_process:
+        return distil(*args, NullTracker(), accelerator)
     run_params = flat_params("student", asdict(cfg)) | {"teacher.model": params.teacher.model}
     tags = {"git_commit": git_commit(), "params_hash": section_hash(cfg), "stage": "student"}
     with tracking_run(params.tracking, "student", run_params, tags) as tracker:
-        report = distil(
-            cfg,
-            Path(params.filter.out_dir),
-            params.teacher.model,
-            cache_dir_of(params.paths.cache_dir),
-            tracker,
-        )
-        tracker.log_metrics(
-            {
-                "final/student_dev_wer_mean": report["student"]["dev_wer_mean"],
-                "final/teacher_dev_wer_mean": report["teacher"]["dev_wer_mean"],
-            },
-            report["steps"],
-        )
+        report = distil(*args, tracker, accelerator)
+        s, t = report["student"], report["teacher"]
+        finals = {
+            "final/student_dev_wer_mean": s["dev_wer_mean"],
+            "final/teacher_dev_wer_mean": t["dev_wer_mean"],
+        }
+        tracker.log_metrics(finals, report["steps"])
         tracker.log_artifacts(Path(cfg.out_dir) / "model", "model")
+    return report
+
+
+def launch_ranks(params_path: str, processes: int, out_dir: str) -> dict[str, Any]:
+    """Run the ranks as child processes; the report is rank 0's."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "tasks.student_ranks",
+        "--params",
+        params_path,
+    ]
+    subprocess.run(cmd, check=True)
+    report: dict[str, Any] = json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
+    return report
+
+
+@task(name="distil-student", cache_policy=NO_CACHE)
+def distil_student(params: Params, params_path: str) -> dict[str, Any]:
+    """Train the student (resuming a killed run) and log it to MLflow."""
+    cfg = params.student
+    if cfg.processes > 1:
+        report = launch_ranks(params_path, cfg.processes, cfg.out_dir)
+    else:
+        report = run_distillation(params)
     s, t = report["student"], report["teacher"]
     print(
         f"student: {report['steps']} steps, dev WER {s['dev_wer_mean']:.3f} "

@@ -177,3 +177,22 @@ def test_resume_continues_exactly(prepared: Path, tiny_teacher: Path, tmp_path: 
         dataclasses.asdict(resumed.state)["history"]
         == dataclasses.asdict(straight.state)["history"]
     )
+
+
+def test_student_flow_with_two_processes(
+    prefect_harness: None, prepared: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    """processes: 2 launches two ranks (torchrun, gloo on CPU); rank 0 reports and tracks."""
+    import mlflow
+
+    from flows.student import student_flow
+
+    out = tmp_path / "student2"
+    params_path = student_params(prepared, tiny_teacher, processes=2, out_dir=str(out))
+    report = student_flow(str(params_path))
+    assert report["steps"] == 6 and (out / "model" / "model.safetensors").exists()
+    mlflow.set_tracking_uri(f"sqlite:///{prepared / 'mlflow.db'}")
+    runs = mlflow.search_runs(
+        experiment_names=["distilflow"], filter_string="params.`student.processes` = '2'"
+    )
+    assert len(runs) == 1  # one tracked run, not one per rank
