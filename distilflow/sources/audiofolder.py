@@ -19,12 +19,11 @@ from distilflow.sources.base import (
     PATH_ESCAPES_ROOT,
     SourceError,
     SourceItem,
-    clean_text,
+    item_from_row,
     jsonl_rows,
 )
 
 AUDIO_SUFFIXES = frozenset({".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".g722"})
-TEXT_KEYS = ("text", "transcription", "sentence")
 
 
 def resolve_inside(root: Path, relative: str) -> Path | None:
@@ -47,13 +46,6 @@ def file_reader(path: Path, name: str) -> Callable[[], bytes]:
     return read
 
 
-def _first_text(row: dict[str, Any]) -> str | None:
-    for key in TEXT_KEYS:
-        if key in row:
-            return clean_text(row[key])
-    return None
-
-
 class AudioFolderSource:
     """Items of a local audiofolder."""
 
@@ -74,17 +66,8 @@ class AudioFolderSource:
                     yield n, dict(row), ",".join(str(v) for v in row.values())
 
     def _item(self, sid: str, row: dict[str, Any], problem: str | None, detail: str) -> SourceItem:
-        path = self.root / sid
-        return SourceItem(
-            source=self.uri,
-            source_id=sid,
-            language=clean_text(row.get("language")) or self.language,
-            text=_first_text(row),
-            speaker=clean_text(row.get("speaker")),
-            read=file_reader(path, f"{self.uri}/{sid}"),
-            problem=problem,
-            detail=detail,
-        )
+        read = file_reader(self.root / sid, f"{self.uri}/{sid}")
+        return item_from_row(self.uri, sid, row, self.language, read, problem, detail)
 
     def items(self) -> Iterator[SourceItem]:
         if not self.root.is_dir():

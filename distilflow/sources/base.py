@@ -9,7 +9,7 @@ decodes audio and never drops an item: anything it cannot describe properly is y
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,3 +68,36 @@ def jsonl_rows(lines: Iterable[str]) -> Iterator[MetadataRow]:
             yield n, None, line.strip()
             continue
         yield n, row if isinstance(row, dict) else None, line.strip()
+
+
+TEXT_KEYS = ("text", "transcription", "sentence")  # transcript column names, in order
+
+
+def first_text(row: Mapping[str, Any]) -> str | None:
+    """The transcript of a metadata row: ``text``, else ``transcription`` or ``sentence``."""
+    for key in TEXT_KEYS:
+        if key in row:
+            return clean_text(row[key])
+    return None
+
+
+def item_from_row(
+    source: str,
+    source_id: str,
+    row: Mapping[str, Any],
+    default_language: str | None,
+    read: Callable[[], bytes],
+    problem: str | None = None,
+    detail: str = "",
+) -> SourceItem:
+    """A SourceItem from an audiofolder-convention metadata row (text, language, speaker)."""
+    return SourceItem(
+        source=source,
+        source_id=source_id,
+        language=clean_text(row.get("language")) or default_language,
+        text=first_text(row),
+        speaker=clean_text(row.get("speaker")),
+        read=read,
+        problem=problem,
+        detail=detail,
+    )

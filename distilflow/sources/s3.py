@@ -32,7 +32,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from distilflow.sources.audiofolder import AUDIO_SUFFIXES, TEXT_KEYS
+from distilflow.sources.audiofolder import AUDIO_SUFFIXES
 from distilflow.sources.base import (
     BAD_METADATA,
     MISSING_FILE,
@@ -40,7 +40,7 @@ from distilflow.sources.base import (
     MetadataRow,
     SourceError,
     SourceItem,
-    clean_text,
+    item_from_row,
     jsonl_rows,
 )
 
@@ -84,14 +84,6 @@ def parse_metadata(name: str, data: bytes) -> Iterator[MetadataRow]:
             yield reader.line_num, dict(row), ",".join(str(v) for v in row.values())
         return
     yield from jsonl_rows(text.splitlines())
-
-
-def _first_text(row: dict[str, Any]) -> str | None:
-    """The transcript of a metadata row (``text``, else ``transcription``/``sentence``)."""
-    for key in TEXT_KEYS:
-        if key in row:
-            return clean_text(row[key])
-    return None
 
 
 def _unreadable(name: str, reason: str) -> Callable[[], bytes]:
@@ -181,18 +173,8 @@ class S3Source:
     ) -> SourceItem:
         """An item; only problem-free or MISSING_FILE items get a reader of their object."""
         readable = problem in (None, MISSING_FILE)
-        return SourceItem(
-            source=self.uri,
-            source_id=sid,
-            language=clean_text(row.get("language")) or self.language,
-            text=_first_text(row),
-            speaker=clean_text(row.get("speaker")),
-            read=self._reader(sid)
-            if readable
-            else _unreadable(f"{self.uri}/{sid}", problem or "unreadable"),
-            problem=problem,
-            detail=detail,
-        )
+        read = self._reader(sid) if readable else _unreadable(f"{self.uri}/{sid}", problem or "")
+        return item_from_row(self.uri, sid, row, self.language, read, problem, detail)
 
     def _row_item(
         self, n: int, row: dict[str, Any] | None, raw: str, names: set[str]
