@@ -7,7 +7,6 @@ student trains on, ``reference`` the human one), ``report.json`` and ``wer.png``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from distilflow.atomic import atomic_write_bytes, atomic_write_json
 from distilflow.config import FilterConfig, section_hash
 from distilflow.filter import KEEP, FilterRule, decide, rule_for
 from distilflow.lineage import Lineage, combine_hashes, git_commit
-from distilflow.manifest import write_parquet
+from distilflow.manifest import write_language_tables, write_parquet
 from distilflow.pseudo_label import read_labels
 
 
@@ -105,15 +104,7 @@ def run_filter(labels_dir: Path, cfg: FilterConfig) -> dict[str, Any]:
         out / "decisions.parquet", pa.Table.from_pandas(decisions, preserve_index=False), lineage
     )
     kept = labels[decisions["status"].to_numpy() == KEEP]
-    kept = kept.assign(path=[os.path.relpath(p, out.resolve()) for p in kept.pop("audio_path")])
-    languages = sorted(labels["language"].unique())
-    for lang in languages:
-        part = kept[kept["language"] == lang].sort_values("id").reset_index(drop=True)
-        write_parquet(
-            out / "manifests" / f"{lang}.parquet",
-            pa.Table.from_pandas(part, preserve_index=False),
-            lineage,
-        )
+    write_language_tables(out / "manifests", kept, out, labels["language"], lineage)
     wer_plot(decisions, out / "wer.png", cfg.max_error)
     report = summarise(decisions, lineage)
     atomic_write_json(out / "report.json", report)

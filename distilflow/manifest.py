@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,5 +117,50 @@ def read_manifest(root: Path, language: str | None = None) -> pd.DataFrame:
     if not frames:
         return MANIFEST_SCHEMA.empty_table().to_pandas()
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    df["audio_path"] = [str((root / p).resolve()) for p in df["path"]]
+    return df
+
+
+def write_language_tables(
+    directory: Path, df: pd.DataFrame, root: Path, languages: Iterable[str], lineage: Lineage
+) -> dict[str, int]:
+    """One Parquet file per language in ``directory`` (also languages without rows); stale removed.
+
+    ``df`` carries an absolute ``audio_path``; it is stored as ``path`` relative to ``root`` (the
+    stage's output directory), rows sorted by id. Returns the row count per language.
+    """
+    stored = df.drop(columns=["audio_path"]).assign(
+        path=[os.path.relpath(p, root.resolve()) for p in df["audio_path"]]
+    )
+    counts: dict[str, int] = {}
+    for lang in sorted(set(languages)):
+        part = stored[stored["language"] == lang].sort_values("id").reset_index(drop=True)
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        write_parquet(directory / f"{lang}.parquet", table, lineage)
+        counts[lang] = len(part)
+    for stale in directory.glob("*.parquet"):
+        if stale.stem not in counts:
+            stale.unlink()
+    return counts
+
+
+def read_language_tables(
+    directory: Path, root: Path, languages: list[str] | None = None
+) -> pd.DataFrame:
+    """The tables ``write_language_tables`` wrote (all, or ``languages``), ``audio_path`` absolute.
+
+    A requested language without a file is an error; empty files give no rows.
+    """
+    if languages is None:
+        paths = sorted(directory.glob("*.parquet"))
+    else:
+        paths = [directory / f"{lang}.parquet" for lang in sorted(set(languages))]
+        absent = [p.stem for p in paths if not p.exists()]
+        if absent:
+            raise FileNotFoundError(f"{directory}: no table for {', '.join(absent)}")
+    frames = [f for f in (pd.read_parquet(p) for p in paths) if len(f)]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True)
     df["audio_path"] = [str((root / p).resolve()) for p in df["path"]]
     return df

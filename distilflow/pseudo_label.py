@@ -6,19 +6,17 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import TeacherConfig, section_hash
 from distilflow.label_cache import LabelCache
 from distilflow.lineage import Lineage, combine_hashes, git_commit
-from distilflow.manifest import read_manifest, write_parquet
+from distilflow.manifest import read_language_tables, read_manifest, write_language_tables
 from distilflow.teacher import Clip, GenerationSettings, Labeller, TransformersLabeller, pick_device
 
 
@@ -38,7 +36,7 @@ def load_clips(ingest_root: Path, detect_language: bool = True) -> list[Clip]:
 
 
 def shards(clips: list[Clip], size: int) -> list[list[Clip]]:
-    """Cut the clips (longest-first order kept stable) into shards for parallel tasks. Pure."""
+    """Cut the clips, ordered by language and length, into shards for parallel tasks. Pure."""
     ordered = sorted(clips, key=lambda c: (c.language or "", c.duration_s, c.hash))
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
@@ -72,18 +70,8 @@ def write_labels(
         raise RuntimeError(f"{cache.dir}: no labels for the clips of {ingest_root}")
     human = manifest.drop(columns=["language"]).rename(columns={"text": "reference"})
     merged = human.merge(records, on="hash", how="inner")  # text = the teacher's label
-    merged["path"] = [os.path.relpath(p, out.resolve()) for p in merged.pop("audio_path")]
     lineage = Lineage(git_commit(), section_hash(cfg), combine_hashes(merged["hash"]), teacher_id)
-    counts: dict[str, int] = {}
-    for lang, part in merged.groupby("language", sort=True):
-        table = pa.Table.from_pandas(
-            part.sort_values("id").reset_index(drop=True), preserve_index=False
-        )
-        write_parquet(out / "labels" / f"{lang}.parquet", table, lineage)
-        counts[str(lang)] = len(part)
-    for stale in (out / "labels").glob("*.parquet"):
-        if stale.stem not in counts:
-            stale.unlink()
+    counts = write_language_tables(out / "labels", merged, out, merged["language"], lineage)
     report = {
         "clips": len(manifest),
         "labelled": len(merged),
@@ -96,15 +84,6 @@ def write_labels(
     return report
 
 
-def read_labels(labels_dir: Path, language: str | None = None) -> pd.DataFrame:
-    """The label files of one language (or all), with ``audio_path`` made absolute."""
-    paths = (
-        [labels_dir / "labels" / f"{language}.parquet"]
-        if language
-        else sorted((labels_dir / "labels").glob("*.parquet"))
-    )
-    frames = [pd.read_parquet(p) for p in paths if p.exists()]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if not df.empty:
-        df["audio_path"] = [str((labels_dir / p).resolve()) for p in df["path"]]
-    return df
+def read_labels(labels_dir: Path) -> pd.DataFrame:
+    """Every label file of the label stage, with ``audio_path`` made absolute."""
+    return read_language_tables(labels_dir / "labels", labels_dir)

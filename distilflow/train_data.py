@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from distilflow.audio import SAMPLE_RATE, load_audio
+from distilflow.manifest import read_language_tables
 
 IGNORE = -100  # label of positions that are not scored (prompt, padding)
 MAX_TARGET_POSITIONS = 448  # Whisper decoder positions
@@ -213,19 +214,9 @@ def load_training_examples(filtered_dir: Path, languages: list[str] | None) -> p
 
     A requested language without a manifest is an error; an empty manifest gives no rows.
     """
-    manifests = Path(filtered_dir) / "manifests"
-    if languages is None:
-        paths = sorted(manifests.glob("*.parquet"))
-    else:
-        paths = [manifests / f"{lang}.parquet" for lang in sorted(set(languages))]
-        absent = [p.stem for p in paths if not p.exists()]
-        if absent:
-            raise FileNotFoundError(f"{manifests}: no manifest for {', '.join(absent)}")
-    frames = [f for f in (pd.read_parquet(p) for p in paths) if len(f)]
-    if not frames:
+    df = read_language_tables(Path(filtered_dir) / "manifests", Path(filtered_dir), languages)
+    if df.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in MANIFEST_COLUMNS})
-    df = pd.concat(frames, ignore_index=True)
-    df["audio_path"] = [str((Path(filtered_dir) / p).resolve()) for p in df["path"]]
     return df
 
 

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -67,3 +68,11 @@ def asterisk() -> Path:
     if not (ASTERISK / "metadata.jsonl").exists():
         pytest.skip(f"asterisk-dev corpus not found at {ASTERISK}")
     return ASTERISK
+
+
+def accept_random_labels(raw: dict[str, Any], tmp_path: Path) -> None:
+    """params.yaml overrides for a tiny random teacher: keep all its labels, track in tmp_path."""
+    raw["filter"].update(
+        max_error={"default": 1e9}, drop_uppercase=False, max_compression_ratio=1e9
+    )
+    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"

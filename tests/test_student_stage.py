@@ -11,6 +11,7 @@ import yaml
 
 from distilflow.config import load_params
 
+from .conftest import accept_random_labels
 from .test_label_filter import project_params
 
 
@@ -25,9 +26,6 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def student_params(tmp_path: Path, teacher: Path, **student_kw: object) -> Path:
     path = project_params(tmp_path, teacher)
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw["filter"].update(
-        max_error={"default": 1e9}, drop_uppercase=False, max_compression_ratio=1e9
-    )
     raw["student"].update(
         out_dir=str(tmp_path / "student"),
         max_steps=6,
@@ -40,7 +38,7 @@ def student_params(tmp_path: Path, teacher: Path, **student_kw: object) -> Path:
         dev_fraction=0.2,
     )
     raw["student"].update(student_kw)
-    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    accept_random_labels(raw, tmp_path)
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 
