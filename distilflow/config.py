@@ -125,6 +125,46 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
+class ExpertsConfig:
+    """Per-language experts (DistilWhisper) on the student; one DVC stage a language.
+
+    ``method`` also trains the baselines on the same data and step budget: full fine-tuning of
+    the student, or LoRA on its feed-forward layers (peft).
+    """
+
+    languages: list[str]  # one expert stage per language (dvc.yaml foreach)
+    out_dir: str  # <lang>/experts/<lang>.safetensors, <lang>/report.json, checkpoints
+    method: Literal["experts", "finetune", "lora"]  # experts, or a baseline
+    form: Literal["full", "lowrank"]  # full: a copy of each FFN (as published); lowrank: rank-r
+    rank: int  # rank of low-rank experts and of LoRA
+    encoder: bool  # experts (and fine-tuning) in the encoder layers too; false: decoder only
+    gate_width: int  # hidden width of each gate network
+    gate_dropout: float
+    gate_target: float  # the budget: mean gate kept near this (0..1)
+    gate_noise: float  # α of sigmoid(G + α·noise), rising linearly from 0 over training
+    budget_weight: float  # weight of the gate budget loss
+    alpha_ce: float  # weight of cross-entropy on the pseudo-labels
+    beta_kd: float  # weight of the distillation term from the teacher (0 = no distillation)
+    divergence: Literal["js", "kl"]  # Jensen-Shannon (as published) or KL
+    temperature: float
+    l2s_weight: float  # λ of the Distill-L2S text-alignment loss (0 = off; needs encoder: true)
+    text_model: str  # frozen multilingual text encoder for L2S: hub id or dir ("" = none)
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    eval_every: int
+    eval_max_new_tokens: int
+    save_every: int
+    seed: int
+    device: str  # auto | cpu | cuda | cuda:N
+    progress: bool
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking; env MLFLOW_TRACKING_URI (a team server) overrides ``uri``."""
 
@@ -141,6 +181,7 @@ class Params:
     teacher: TeacherConfig
     filter: FilterConfig
     student: StudentConfig
+    experts: ExpertsConfig
     tracking: TrackingConfig
 
 
@@ -255,10 +296,26 @@ def _check(params: Params, source: Path) -> None:
         raise ConfigError(f"{source}: student.dev_fraction: must be in (0, 1)")
     if st.cache_encoder and not st.freeze_encoder:
         raise ConfigError(f"{source}: student.cache_encoder: needs student.freeze_encoder: true")
+    _check_experts(params.experts, source)
     f = params.filter
     for name in ("normalizer", "max_error"):
         if "default" not in getattr(f, name):
             raise ConfigError(f"{source}: filter.{name}: needs a 'default' entry")
+
+
+def _check_experts(ex: ExpertsConfig, source: Path) -> None:
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "rank"):
+        if getattr(ex, name) < 1:
+            raise ConfigError(f"{source}: experts.{name}: must be at least 1")
+    if not 0.0 <= ex.gate_target <= 1.0:
+        raise ConfigError(f"{source}: experts.gate_target: must be in [0, 1]")
+    if ex.l2s_weight > 0 and not (ex.encoder and ex.text_model):
+        raise ConfigError(
+            f"{source}: experts.l2s_weight: the text-alignment loss trains the encoder; it needs "
+            "experts.encoder: true and a experts.text_model"
+        )
+    if len(set(ex.languages)) != len(ex.languages):
+        raise ConfigError(f"{source}: experts.languages: a language is listed twice")
 
 
 def section_hash(section: object) -> str:

@@ -144,3 +144,26 @@ def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 def _mean(per_token: torch.Tensor) -> torch.Tensor:
     """Mean of a (N,) tensor; 0 (still attached to the graph) when N = 0."""
     return per_token.sum() / max(per_token.numel(), 1)
+
+
+def gate_budget_loss(gates: list[torch.Tensor], mask: torch.Tensor, target: float) -> torch.Tensor:
+    """|mean gate − target| over real positions of every layer (DistilWhisper's gate budget).
+
+    ``gates``: one (B, T, 1) or (B, T) tensor a layer, all over the same positions; ``mask``
+    (B, T) bool, True on real frames or tokens. The mean runs over layers and real positions
+    together; 0 when there are no gates or no real positions.
+    """
+    if not gates:
+        return mask.new_zeros((), dtype=torch.float32)
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool, got {mask.dtype}")
+    total = mask.new_zeros((), dtype=torch.float32)
+    for g in gates:
+        g2 = g.squeeze(-1) if g.ndim == 3 else g
+        if g2.shape != mask.shape:
+            raise ValueError(f"gates {tuple(g2.shape)} and mask {tuple(mask.shape)} differ")
+        total = total + _wide(g2[mask]).sum()
+    count = int(mask.sum()) * len(gates)
+    if count == 0:
+        return total * 0.0
+    return (total / count - target).abs()

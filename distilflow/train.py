@@ -30,6 +30,49 @@ from distilflow.models.convert import atomic_dir
 from distilflow.train_data import BalancedSampler, collate
 
 StatesFn = Callable[[list[str]], torch.Tensor]  # clip hashes -> encoder states (B, frames, d)
+Batch = dict[str, Any]  # collated tensors on the device, plus ``hash`` and ``language`` lists
+LossFn = Callable[[Any, Batch], tuple[torch.Tensor, dict[str, float]]]  # (model, batch)
+SaveFn = Callable[[Any, Any, Path, dict[str, Any]], None]  # (model, processor, dst, info)
+
+
+class LoopConfig(Protocol):
+    """The options the loop reads (``StudentConfig`` and ``ExpertsConfig`` both carry them)."""
+
+    @property
+    def max_steps(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def grad_accum(self) -> int: ...
+
+    @property
+    def lr(self) -> float: ...
+
+    @property
+    def warmup_steps(self) -> int: ...
+
+    @property
+    def weight_decay(self) -> float: ...
+
+    @property
+    def max_grad_norm(self) -> float: ...
+
+    @property
+    def eval_every(self) -> int: ...
+
+    @property
+    def eval_max_new_tokens(self) -> int: ...
+
+    @property
+    def save_every(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def progress(self) -> bool: ...
 
 
 class Tracker(Protocol):
@@ -104,7 +147,7 @@ class Trainer:
         student: Any,
         teacher: Any,
         processor: Any,
-        cfg: StudentConfig,
+        cfg: LoopConfig,
         train: list[TrainExample],
         dev: list[EvalClip],
         states: StatesFn,
@@ -113,12 +156,22 @@ class Trainer:
         fingerprint: str,
         device: torch.device,
         accelerator: Any | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        save_fn: SaveFn | None = None,
+        before_step: Callable[[int], None] | None = None,
     ) -> None:
+        """The default loss is the student's distillation loss (``step_loss``), the default
+        save ``save_student``; other stages (experts, baselines) pass their own, and
+        ``before_step(step)`` runs before each optimiser step (e.g. a gate-noise schedule)."""
         self.student, self.teacher, self.processor, self.cfg = student, teacher, processor, cfg
         self.train_set, self.dev, self.out = train, dev, out_dir
         self.teacher_states = states  # frozen teacher encoder (cached when possible)
         self.student_states = student_states or states  # differs only with a trainable encoder
         self.device = device
+        self.loss_fn: LossFn = loss_fn or self._distillation_loss
+        self.save_fn = save_fn
+        self.before_step = before_step
         self.pad_id = int(processor.tokenizer.pad_token_id or processor.tokenizer.eos_token_id)
         # One process by default; under `accelerate launch` every rank runs this same loop on
         # its own batches and DDP averages the gradients.
@@ -134,8 +187,16 @@ class Trainer:
         self.model, self.optimizer = self.acc.prepare(student, optimizer)
         self.is_main = bool(self.acc.is_main_process)
         seed = cfg.seed + int(self.acc.process_index)  # each rank draws its own batches
-        self.sampler = BalancedSampler([e.language for e in train], cfg.language_temperature, seed)
+        temperature = float(getattr(cfg, "language_temperature", 1.0))
+        self.sampler = BalancedSampler([e.language for e in train], temperature, seed)
         self.state = TrainState(fingerprint)
+
+    def _distillation_loss(self, model: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        hashes = batch["hash"]
+        teacher_states = self.teacher_states(hashes)
+        student_states = self.student_states(hashes)
+        cfg: Any = self.cfg  # a StudentConfig: the default loss is the student's
+        return step_loss(model, self.teacher, batch, student_states, teacher_states, cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _publish(self, kind: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:
@@ -197,13 +258,14 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         self.student.eval()
-        wer, _ = evaluate_model(
-            self.student,
-            self.processor,
-            self.dev,
-            self.student_states,
-            self.cfg.eval_max_new_tokens,
-        )
+        with torch.no_grad():
+            wer, _ = evaluate_model(
+                self.student,
+                self.processor,
+                self.dev,
+                self.student_states,
+                self.cfg.eval_max_new_tokens,
+            )
         self.student.train()
         return wer
 
@@ -214,8 +276,10 @@ class Trainer:
         self.state.best_wer = wer
         info = {"step": self.state.step, "dev_wer": wer, "fingerprint": self.state.fingerprint}
 
+        save = self.save_fn or save_student
+
         def write(tmp: Path) -> None:
-            save_student(self.student, self.processor, tmp / "model", info)
+            save(self.student, self.processor, tmp / "model", info)
 
         self._publish("best", write, info)
 
@@ -243,19 +307,13 @@ class Trainer:
         )
         while self.state.step < cfg.max_steps:
             # 1. one optimiser step over grad_accum language-balanced micro-batches
+            if self.before_step is not None:
+                self.before_step(self.state.step)
             self.optimizer.zero_grad(set_to_none=True)
             parts: dict[str, float] = {}
             for _ in range(cfg.grad_accum):
                 batch = self.batch([next(self.sampler) for _ in range(cfg.batch_size)])
-                hashes = batch["hash"]
-                loss, parts = step_loss(
-                    self.model,
-                    self.teacher,
-                    batch,
-                    self.student_states(hashes),
-                    self.teacher_states(hashes),
-                    cfg,
-                )
+                loss, parts = self.loss_fn(self.model, batch)
                 self.acc.backward(loss / cfg.grad_accum)
             grad_norm = float(self.acc.clip_grad_norm_(self.params, cfg.max_grad_norm))
             self.optimizer.step()

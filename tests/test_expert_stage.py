@@ -1,0 +1,186 @@
+"""The expert stage on tiny random models: flow, files, fallbacks, baselines, exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from distilflow.config import load_params
+
+from .test_student_stage import prepared, student_params, tiny_teacher
+
+__all__ = ["prepared", "tiny_teacher"]  # module-scoped fixtures shared with the student tests
+
+
+@pytest.fixture(scope="module")
+def student_dir(prepared: Path, tiny_teacher: Path) -> Path:
+    """A student saved where the student stage puts it (copied layers, no training needed)."""
+    from distilflow.models import load_whisper
+    from distilflow.student import make_student, save_student
+
+    loaded = load_whisper(str(tiny_teacher))
+    student, _ = make_student(loaded.model, 2)
+    dst = prepared / "student" / "model"
+    if not dst.exists():
+        save_student(student, loaded.processor, dst, {})
+    return dst
+
+
+def expert_params(prepared: Path, teacher: Path, out: Path, **kw: Any) -> Path:
+    path = student_params(prepared, teacher)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw["experts"].update(
+        languages=["es", "fr"],
+        out_dir=str(out),
+        max_steps=4,
+        batch_size=2,
+        eval_every=2,
+        save_every=2,
+        warmup_steps=1,
+        eval_max_new_tokens=4,
+        progress=False,
+        rank=2,
+        gate_width=4,
+    )
+    raw["experts"].update(kw)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_experts_flow_trains_each_language(
+    prefect_harness: None, prepared: Path, tiny_teacher: Path, student_dir: Path
+) -> None:
+    from distilflow.experts import read_expert_metadata, use_language
+    from distilflow.models import load_whisper
+    from flows.experts import experts_flow
+
+    out = prepared / "experts"
+    reports = experts_flow(str(expert_params(prepared, tiny_teacher, out)))
+    assert [r["language"] for r in reports] == ["es", "fr"]
+    for r in reports:
+        assert r["steps"] == 4 and r["method"] == "experts" and r["trained_parameters"] > 0
+        files = out / r["language"] / "experts"
+        meta = read_expert_metadata(files / f"{r['language']}.safetensors")
+        assert meta["language"] == r["language"] and meta["spec"].form == "lowrank"
+        saved = json.loads((out / r["language"] / "report.json").read_text(encoding="utf-8"))
+        assert saved["lineage"]["teacher_id"] and saved["dev_clips"] == r["dev_clips"]
+    student = load_whisper(str(student_dir)).model
+    assert use_language(student, out / "fr" / "experts", "fr")
+    assert not use_language(student, out / "fr" / "experts", "es")  # only fr's file there
+
+
+def test_unlisted_language_is_refused(prepared: Path, tiny_teacher: Path) -> None:
+    from distilflow.config import ConfigError
+    from flows.experts import experts_flow
+
+    params = expert_params(prepared, tiny_teacher, prepared / "refused")
+    with pytest.raises(ConfigError, match="does not list de"):
+        experts_flow.fn(str(params), ["de"])
+
+
+@pytest.mark.parametrize("method", ["finetune", "lora"])
+def test_baselines_train_on_the_same_budget(
+    prepared: Path, tiny_teacher: Path, student_dir: Path, method: str
+) -> None:
+    from distilflow.expert_stage import train_language
+    from distilflow.train import NullTracker
+
+    params = load_params(
+        expert_params(prepared, tiny_teacher, prepared / method, method=method, encoder=False)
+    )
+    report = train_language(
+        params.experts,
+        "fr",
+        student_dir,
+        Path(params.filter.out_dir),
+        str(tiny_teacher),
+        params.student.dev_fraction,
+        prepared / "cache",
+        NullTracker(),
+    )
+    assert report["steps"] == 4 and report["method"] == method
+    if method == "lora":
+        assert report["trained_parameters"] < report["inference_parameters"] // 10
+    else:
+        assert report["trained_parameters"] < report["inference_parameters"]  # no encoder
+
+
+def test_language_without_clips_is_skipped_with_a_reason(
+    prepared: Path, tiny_teacher: Path, student_dir: Path
+) -> None:
+    from distilflow.expert_stage import train_language
+    from distilflow.train import NullTracker
+
+    filtered = prepared / "filtered"
+    empty = filtered / "manifests" / "xx.parquet"
+    import pandas as pd
+
+    pd.read_parquet(filtered / "manifests" / "fr.parquet").head(0).to_parquet(empty)
+    try:
+        params = load_params(expert_params(prepared, tiny_teacher, prepared / "skip"))
+        report = train_language(
+            params.experts,
+            "xx",
+            student_dir,
+            filtered,
+            str(tiny_teacher),
+            0.2,
+            prepared / "cache",
+            NullTracker(),
+        )
+    finally:
+        empty.unlink()
+    assert report["skipped"] == "no training clips for this language"
+    assert (prepared / "skip" / "xx" / "report.json").exists()
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step > self.step:
+            raise Crash
+
+
+def test_killed_expert_training_resumes_exactly(
+    prepared: Path, tiny_teacher: Path, student_dir: Path
+) -> None:
+    from distilflow.expert_stage import expert_path, train_language
+    from distilflow.train import NullTracker
+
+    def run(out: str, tracker: Any) -> dict[str, Any]:
+        params = load_params(
+            expert_params(prepared, tiny_teacher, prepared / out, max_steps=6, eval_every=3)
+        )
+        return train_language(
+            params.experts,
+            "it",
+            student_dir,
+            Path(params.filter.out_dir),
+            str(tiny_teacher),
+            params.student.dev_fraction,
+            prepared / "cache",
+            tracker,
+        )
+
+    straight = run("straight", NullTracker())
+    with pytest.raises(Crash):
+        run("crashed", CrashAfter(3))
+    resumed = run("crashed", NullTracker())
+    assert resumed["resumed"] and resumed["history"] == straight["history"]
+    from safetensors.torch import load_file
+
+    a = load_file(str(expert_path(prepared / "straight", "it")))
+    b = load_file(str(expert_path(prepared / "crashed", "it")))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,89 @@
+"""Distill-L2S math and the gate budget: pure functions, tested directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from distilflow.expert_loss import encoder_frames, frame_mask
+from distilflow.l2s import FrozenTextModel, TextAlignment, ctc_runs, nearest_resample, shrink
+from distilflow.losses import gate_budget_loss
+
+B = 9  # blank
+
+
+def test_ctc_runs_merge_repeats_and_drop_blanks() -> None:
+    assert ctc_runs([B, 5, 5, B, 5, 7, 7], B) == [(1, 3), (4, 5), (5, 7)]
+    assert ctc_runs([B, B], B) == []
+    assert ctc_runs([], B) == []
+    assert ctc_runs([3], B) == [(0, 1)]
+
+
+def test_shrink_mean_pools_each_run() -> None:
+    frames = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    out = shrink(frames, [B, 1, 1, B, 2, 2], B)
+    assert torch.equal(out, torch.tensor([[3.0, 4.0], [9.0, 10.0]]))
+    assert torch.equal(shrink(frames, [B] * 6, B), frames.mean(0, keepdim=True))
+    with pytest.raises(ValueError, match="6 frames but 2"):
+        shrink(frames, [1, 2], B)
+
+
+def test_nearest_resample() -> None:
+    x = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    assert nearest_resample(x, 2).squeeze(1).tolist() == [0.0, 2.0]
+    assert nearest_resample(x, 8).squeeze(1).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert nearest_resample(x, 4).equal(x)
+    with pytest.raises(ValueError):
+        nearest_resample(x, 0)
+
+
+def test_gate_budget_counts_real_positions_only() -> None:
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    gates = [torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]).unsqueeze(-1)]
+    assert float(gate_budget_loss(gates, mask, 0.5)) == pytest.approx(0.5)  # mean 1 on real
+    padded = [torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0]])]
+    assert float(gate_budget_loss(padded, mask, 0.0)) == 0.0  # padding is never counted
+    two = [*gates, torch.zeros(2, 3, 1)]
+    assert float(gate_budget_loss(two, mask, 0.5)) == pytest.approx(0.0)  # mean over layers
+    assert float(gate_budget_loss([], mask, 0.5)) == 0.0
+    g = torch.full((2, 3, 1), 0.8, requires_grad=True)
+    gate_budget_loss([g], mask, 0.5).backward()
+    assert g.grad is not None and float(g.grad[0, 2, 0]) == 0.0  # no gradient from padding
+
+
+def test_encoder_frames_and_mask() -> None:
+    assert encoder_frames(2.0) == 100 and encoder_frames(0.001) == 1
+    assert encoder_frames(45.0) == 1500  # never beyond the 30 s window
+    assert frame_mask([1, 3], 4).tolist() == [[True, False, False, False], [True] * 3 + [False]]
+
+
+def test_text_alignment_trains_head_not_text_model(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
+    BertTokenizerFast(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(tmp_path)
+    text = FrozenTextModel.load(str(tmp_path), torch.device("cpu"))
+    states = text.states("h e l l o")
+    assert states.shape[1] == 16 and not states.requires_grad
+    assert all(not p.requires_grad for p in text.model.parameters())
+    emb = torch.nn.Embedding(50, 8)
+    head = TextAlignment(8, text.width, emb)
+    frames = torch.randn(20, 8, requires_grad=True)
+    ctc, mse = head(frames, [3, 4, 5], states)
+    (ctc + mse).backward()
+    assert frames.grad is not None and head.project.weight.grad is not None
+    assert emb.weight.grad is None  # the student's embeddings are not trained by the head
+    assert "_embeddings" not in dict(head.named_modules())
