@@ -1,24 +1,88 @@
-"""MLflow: the only module of the core that talks to it (tracking now; the registry grows here).
+"""MLflow: the only module of the core that talks to it (tracking and the model registry).
 
 The tracking URI is ``tracking.uri`` from params.yaml (SQLite by default, embedded and offline)
-unless the environment sets ``MLFLOW_TRACKING_URI`` (a team server). Credentials for artifact
-stores come from the environment only and are never logged.
+unless the environment sets ``MLFLOW_TRACKING_URI`` (a team server); the registry URI is
+``MLFLOW_REGISTRY_URI`` or the tracking URI. Credentials for artifact stores come from the
+environment only and are never logged.
+
+Registry (:func:`register_model_dir`): a model directory becomes one version of
+``registry.model_name``, logged as an MLflow "models from code" pyfunc whose artifact is the
+directory itself (safetensors, processor, generation config, side files, ``experts/`` when
+present): nothing is pickled, and generic MLflow consumers (``mlflow.pyfunc.load_model``,
+``mlflow models serve``) work too. Each version gets the aliases ``challenger`` and ``staging``;
+the promotion gate (:mod:`distilflow.promotion`) moves ``champion`` and ``production`` to it or
+not, and the decision is recorded as version tags, as ``decision.json`` on the run and returned.
+
+Consumers, one call::
+
+    from distilflow.registry import load_registered
+    model = load_registered("models:/distilflow-student@champion")
+    text = model.transcribe(audio, language="fr")  # float32 numpy, 16 kHz mono
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
-from collections.abc import Iterator
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from distilflow.config import TrackingConfig
+import yaml
+
+from distilflow.config import RegistryConfig, TrackingConfig
+from distilflow.model_card import CardInfo, render_model_card
+from distilflow.promotion import Decision, clean_scores, decide
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from distilflow.consumer import RegisteredWhisper
+
+CHALLENGER_ALIASES = ("challenger", "staging")  # every new version
+CHAMPION_ALIASES = ("champion", "production")  # promoted versions
+WHISPER_ARTIFACT = "whisper"  # the pyfunc artifact key of the model directory
+MAX_TAG = 5000  # characters kept of a long tag value
+
+
+# What this process itself put in the environment: mlflow.set_tracking_uri (and
+# set_registry_uri) also export MLFLOW_TRACKING_URI (MLFLOW_REGISTRY_URI), which must not pass
+# for the user's team set-up on the next run in the same process (a worker, a test session).
+_SET_HERE: dict[str, str] = {}
+
+
+def _user_env(var: str) -> str | None:
+    value = os.environ.get(var)
+    return value if value and value != _SET_HERE.get(var) else None
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri
+    return _user_env("MLFLOW_TRACKING_URI") or cfg.uri
+
+
+def registry_uri(cfg: TrackingConfig) -> str:
+    return _user_env("MLFLOW_REGISTRY_URI") or tracking_uri(cfg)
+
+
+def use_tracking(cfg: TrackingConfig, registry: bool = False) -> None:
+    """Point this process's MLflow at the configured tracking (and registry) URIs."""
+    import mlflow
+
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    _SET_HERE["MLFLOW_TRACKING_URI"] = uri
+    if registry:
+        reg = registry_uri(cfg)
+        mlflow.set_registry_uri(reg)
+        _SET_HERE["MLFLOW_REGISTRY_URI"] = reg
 
 
 class MlflowTracker:
@@ -52,8 +116,295 @@ def tracking_run(
     """An MLflow run in ``cfg.experiment`` with params and lineage tags set."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    use_tracking(cfg)
     mlflow.set_experiment(cfg.experiment)
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params(params)
         yield MlflowTracker(run.info.run_id)
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+_PYFUNC_CODE = '''"""MLflow pyfunc of a distilflow Whisper (models from code; distilflow.registry).
+
+predict(model_input): a DataFrame or dict with "audio" (16 kHz mono float samples, one clip a
+row) and optionally "language" (e.g. "fr"); returns one transcript a row. Weights load from
+safetensors with transformers; nothing is unpickled, no remote code is trusted.
+"""
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.pyfunc import PythonModel
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+
+class DistilflowWhisper(PythonModel):
+    # Free-form input (audio arrays): no type-hint validation (and no advice to add hints).
+    _skip_type_hint_validation = True
+
+    def load_context(self, context):
+        path = context.artifacts["whisper"]
+        self.model = WhisperForConditionalGeneration.from_pretrained(
+            path, use_safetensors=True, local_files_only=True, trust_remote_code=False
+        ).eval()
+        self.processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
+
+    def predict(self, context, model_input, params=None):
+        data = model_input.to_dict("list") if hasattr(model_input, "to_dict") else model_input
+        audios = list(data["audio"])
+        languages = list(data.get("language") or [None] * len(audios))
+        max_new_tokens = int((params or {}).get("max_new_tokens", 128))
+        out = []
+        for audio, language in zip(audios, languages):
+            features = self.processor.feature_extractor(
+                np.asarray(audio, dtype=np.float32), sampling_rate=16000, return_tensors="pt"
+            ).input_features
+            with torch.no_grad():
+                ids = self.model.generate(
+                    features, language=language or None, task="transcribe",
+                    max_new_tokens=max_new_tokens,
+                )
+            text = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
+            out.append(text.strip())
+        return out
+
+
+mlflow.models.set_model(DistilflowWhisper())
+'''
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model directory to register, with its scores and where it came from."""
+
+    model_dir: Path  # transformers Whisper dir (+ side files, optional experts/)
+    wer: Mapping[str, Any]  # per-language dev WER (NaN/missing allowed)
+    lineage: Mapping[str, Any]  # git_commit, params_hash, input_hash, teacher_id, ...
+    kind: str = "student"
+    data: Mapping[str, Any] = field(default_factory=dict)  # for the model card
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What a registration did: the version, the aliases it now holds, the decision."""
+
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str  # models:/<name>/<version>
+    aliases: list[str]
+    decision: Decision
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "model_uri": self.model_uri,
+            "aliases": self.aliases,
+            "decision": self.decision.to_dict(),
+        }
+
+
+def registry_client(cfg: TrackingConfig) -> MlflowClient:
+    """A client on the configured tracking and registry URIs (set globally for this process)."""
+    import mlflow
+
+    use_tracking(cfg, registry=True)
+    return mlflow.MlflowClient()
+
+
+def current_champion(client: MlflowClient, name: str) -> tuple[str, dict[str, Any]] | None:
+    """(version, per-language WER) of the ``champion`` alias, or None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION_ALIASES[0])
+    except MlflowException:  # no such model, or no such alias
+        return None
+    wer: dict[str, Any] = json.loads(version.tags.get("wer", "{}"))
+    return str(version.version), wer
+
+
+def pip_requirements() -> list[str]:
+    """What the pyfunc needs, pinned to what is installed here."""
+    names = ("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas")
+    return [f"{n}=={metadata.version(n)}" for n in names]
+
+
+def lineage_tags(cand: Candidate) -> dict[str, str]:
+    """Tags of the run and the version: kind and lineage (None values as "unknown")."""
+    tags = {"kind": cand.kind, "wer": json.dumps(clean_scores(cand.wer), sort_keys=True)}
+    tags |= {str(k): "unknown" if v is None else str(v)[:MAX_TAG] for k, v in cand.lineage.items()}
+    return tags
+
+
+def _pyfunc_signature() -> Any:
+    """Only the inference params (``max_new_tokens``); the input (audio arrays) is free-form."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    return ModelSignature(params=ParamSchema([ParamSpec("max_new_tokens", "long", 128)]))
+
+
+def _log_model(cand: Candidate, name: str, tags: dict[str, str]) -> str:
+    """Log ``cand.model_dir`` as a pyfunc in the active run, register it with ``tags``.
+
+    Tags go with the version's creation (one request, not one a tag: a remote registry answers
+    each in a fraction of a second). Returns the new version.
+    """
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # Known and intended: audio arrays are free-form input, so no input example.
+        warnings.filterwarnings("ignore", message=".*input example")
+        code = Path(tmp) / "distilflow_whisper.py"
+        code.write_text(_PYFUNC_CODE, encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(code),
+            artifacts={WHISPER_ARTIFACT: str(cand.model_dir)},
+            pip_requirements=pip_requirements(),
+            signature=_pyfunc_signature(),
+        )
+    return str(mlflow.register_model(info.model_uri, name, tags=tags).version)
+
+
+def decision_tags(decision: Decision) -> dict[str, str]:
+    """The decision as version tags: verdict, reasons, the champion it was judged against."""
+    return {
+        "decision": decision.verdict,
+        "decision_reasons": " | ".join(decision.reasons)[:MAX_TAG],
+        "decision_against": decision.champion_version or "none",
+    }
+
+
+def _set_aliases(client: MlflowClient, name: str, version: str, promote: bool) -> list[str]:
+    """challenger/staging always; champion/production when promoted. Returns them."""
+    aliases = list(CHALLENGER_ALIASES) + (list(CHAMPION_ALIASES) if promote else [])
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    return aliases
+
+
+def _log_run_inputs(cand: Candidate, cfg: RegistryConfig) -> None:
+    import mlflow
+
+    mlflow.log_params({"registry.model_name": cfg.model_name, "registry.tolerance": cfg.tolerance})
+    scores = {f"dev_wer.{k}": v for k, v in clean_scores(cand.wer).items() if v is not None}
+    if scores:
+        mlflow.log_metrics(scores | {"dev_wer_mean": sum(scores.values()) / len(scores)})
+
+
+def register_model_dir(
+    tracking: TrackingConfig, cfg: RegistryConfig, cand: Candidate
+) -> Registration:
+    """Register ``cand`` as a new version, run the promotion gate, record and return it."""
+    import mlflow
+
+    if not any(Path(cand.model_dir).glob("*.safetensors")):
+        raise FileNotFoundError(f"{cand.model_dir}: no safetensors weights to register")
+    client = registry_client(tracking)
+    champion = current_champion(client, cfg.model_name)
+    mlflow.set_experiment(tracking.experiment)
+    tags = lineage_tags(cand)
+    with mlflow.start_run(run_name=f"register-{cand.kind}", tags=tags) as run:
+        _log_run_inputs(cand, cfg)
+        champ_version, champ_wer = champion if champion else (None, None)
+        decision = decide(cand.wer, champ_wer, cfg.tolerance, champ_version)
+        version = _log_model(cand, cfg.model_name, tags | decision_tags(decision))
+        aliases = _set_aliases(client, cfg.model_name, version, decision.promote)
+        card = render_model_card(
+            CardInfo(
+                cfg.model_name, version, cand.kind, cand.wer, cand.lineage, cand.data, decision
+            )
+        )
+        mlflow.log_text(card, "model_card.md")
+        client.update_model_version(cfg.model_name, version, description=card)
+        result = Registration(
+            cfg.model_name,
+            version,
+            run.info.run_id,
+            f"models:/{cfg.model_name}/{version}",
+            aliases,
+            decision,
+        )
+        mlflow.log_dict(result.to_dict(), "decision.json")
+    return result
+
+
+# --- consumers ------------------------------------------------------------------------------
+
+
+def _cache_root(cache_dir: Path | str | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("DISTILFLOW_CACHE") or Path.home() / ".cache" / "distilflow"
+    return Path(base) / "registry"
+
+
+def pinned_uri(uri: str, client: MlflowClient) -> str:
+    """``models:/name@alias`` -> ``models:/name/<version>`` (other URIs unchanged)."""
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri[len("models:/") :].rsplit("@", 1)
+        return f"models:/{name}/{client.get_model_version_by_alias(name, alias).version}"
+    return uri
+
+
+def download_model(
+    uri: str, cache_dir: Path | str | None = None, tracking: str | None = None
+) -> Path:
+    """Download a logged model (once per tracking server and version) and return its folder."""
+    import mlflow
+
+    uri_t = tracking or mlflow.get_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri_t, registry_uri=tracking)
+    pinned = pinned_uri(uri, client)
+    root = _cache_root(cache_dir)
+    dst = root / hashlib.sha256(f"{uri_t}|{pinned}".encode()).hexdigest()[:16]
+    version_pinned = pinned.startswith("models:/") and pinned.rsplit("/", 1)[-1].isdigit()
+    if version_pinned and (dst / ".complete").is_file():
+        return dst  # registry versions are immutable: download once
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=pinned, dst_path=str(tmp), tracking_uri=uri_t, registry_uri=tracking
+    )
+    (tmp / ".complete").write_text(pinned + "\n", encoding="utf-8")
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+    return dst
+
+
+def whisper_dir(model_root: Path) -> Path:
+    """The transformers directory inside a downloaded model (the pyfunc's artifact)."""
+    mlmodel = model_root / "MLmodel"
+    if mlmodel.is_file():
+        spec = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
+        artifacts = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {})
+        if WHISPER_ARTIFACT in artifacts:
+            inner = (model_root / str(artifacts[WHISPER_ARTIFACT]["path"])).resolve()
+            if not inner.is_relative_to(model_root.resolve()):
+                raise ValueError(f"{mlmodel}: artifact path {inner} leaves the model folder")
+            return inner
+    if (model_root / "config.json").is_file():
+        return model_root
+    raise FileNotFoundError(f"{model_root}: no Whisper model directory in this model")
+
+
+def load_registered(
+    uri: str, cache_dir: Path | str | None = None, tracking: str | None = None
+) -> RegisteredWhisper:
+    """Load a registered model for transcription: ``load_registered(uri).transcribe(audio, "fr")``.
+
+    ``uri``: ``models:/<name>@<alias>`` (e.g. ``@champion``), ``models:/<name>/<version>``, or any
+    MLflow artifact URI of a logged model. ``tracking``: the tracking (and registry) URI; default
+    MLflow's (env ``MLFLOW_TRACKING_URI``). Downloads with MLflow into ``cache_dir`` (default
+    ``$DISTILFLOW_CACHE/registry`` or ``~/.cache/distilflow/registry``), loads the weights
+    from safetensors with transformers (no pickles, no remote code).
+    """
+    from distilflow.consumer import RegisteredWhisper
+
+    return RegisteredWhisper.from_dir(whisper_dir(download_model(uri, cache_dir, tracking)))

@@ -1,0 +1,111 @@
+"""Prefect task: register the student in the MLflow model registry behind the promotion gate.
+
+The metrics come from the student stage's ``report.json`` (``student.dev_wer``, per language);
+:func:`read_metrics` is the one place that says so (the evaluation stage may replace it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+
+from distilflow.atomic import atomic_write_json
+from distilflow.config import Params
+from distilflow.lineage import git_commit
+from distilflow.registry import Candidate, register_model_dir
+from distilflow.release import assemble, chosen_languages, dev_wer, release_wer
+
+DVC_LOCK = Path("dvc.lock")
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """The student stage's report.json."""
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return report
+
+
+def read_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """Per-language dev WER of the model to register (NaN allowed: the gate explains it)."""
+    return {str(k): float(v) for k, v in report["student"]["dev_wer"].items()}
+
+
+def dvc_dep_hash(lock: Path, stage: str, dep: str) -> str | None:
+    """DVC's md5 of ``dep`` as recorded for ``stage`` in dvc.lock (None when not recorded)."""
+    if not lock.is_file():
+        return None
+    stages = (yaml.safe_load(lock.read_text(encoding="utf-8")) or {}).get("stages", {})
+    for entry in stages.get(stage, {}).get("deps", []):
+        if entry.get("path") == dep:
+            return str(entry.get("md5")) if entry.get("md5") else None
+    return None
+
+
+def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
+    """The model to register with its metrics, lineage and data summary.
+
+    With the evaluation's metrics (``evaluate.out_dir/metrics.json``) holding the ``experts``
+    model, the release is the student plus the experts that beat it on dev (see
+    ``distilflow/release.py``), scored by the evaluation; otherwise the student alone, scored by
+    the student stage's report.
+    """
+    out = Path(params.student.out_dir)
+    report = read_report(out / "report.json")
+    lineage: dict[str, Any] = dict(report.get("lineage") or {})
+    lineage["dvc_input_md5"] = dvc_dep_hash(lock, "student", params.filter.out_dir)
+    lineage["registered_from_commit"] = git_commit()
+    teacher = report.get("teacher", {})
+    data = {
+        "teacher": teacher.get("model"),
+        "train_clips": report.get("train_clips"),
+        "dev_clips": report.get("dev_clips"),
+        "train_languages": report.get("train_languages", {}),
+        "student_parameters": report.get("student", {}).get("parameters"),
+        "teacher_dev_wer": teacher.get("dev_wer", {}),
+    }
+    metrics_path = Path(params.evaluate.out_dir) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
+    student_wer, experts_wer = dev_wer(metrics, "student"), dev_wer(metrics, "experts")
+    if not experts_wer:
+        return Candidate(out / "model", read_metrics(report), lineage, "student", data)
+    chosen = chosen_languages(student_wer, experts_wer)
+    release = assemble(
+        out / "model", Path(params.experts.out_dir), chosen, Path(params.registry.out_dir) / "model"
+    )
+    data |= {
+        "experts": chosen,
+        "student_alone_dev_wer": student_wer,
+        "experts_dev_wer": experts_wer,
+    }
+    kind = "student+experts" if chosen else "student"
+    return Candidate(release, release_wer(student_wer, experts_wer, chosen), lineage, kind, data)
+
+
+def _transient(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
+    """Retry I/O failures (server, network, artifact store), not bad inputs."""
+    exc = state.result(raise_on_failure=False)
+    return not isinstance(exc, FileNotFoundError | KeyError | ValueError | TypeError)
+
+
+@task(
+    name="register-model",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[5, 30],
+    retry_condition_fn=_transient,
+)
+def register_student(params: Params) -> dict[str, Any]:
+    """Register the student, apply the gate, write ``registry.out_dir/decision.json``."""
+    result = register_model_dir(params.tracking, params.registry, student_candidate(params))
+    record = result.to_dict()
+    atomic_write_json(Path(params.registry.out_dir) / "decision.json", record)
+    print(
+        f"registry: {result.model_name} version {result.version} {result.decision.verdict} "
+        f"(aliases {', '.join(result.aliases)})"
+    )
+    return record

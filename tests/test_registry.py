@@ -1,0 +1,238 @@
+"""The MLflow registry on the embedded default (SQLite in tmp_path): register, gate, aliases,
+recorded decisions, and a consumer transcribing numpy audio through ``models:/name@champion``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from distilflow.config import RegistryConfig, TrackingConfig, load_params
+from distilflow.consumer import RegisteredWhisper
+from distilflow.registry import Candidate, Registration, load_registered, register_model_dir
+from distilflow.student import SIDE_FILE
+from distilflow.testing import save_tiny_whisper
+
+NAME = "test-student"
+TOKENS = 12  # max_new_tokens: a random model babbles; keep it short
+
+
+def model_dir(root: Path, seed: int, experts: bool = False) -> Path:
+    """A tiny random Whisper as save_student writes it (side file, optional experts/)."""
+    d = save_tiny_whisper(root / f"model-{seed}", seed=seed)
+    (d / SIDE_FILE).write_text(json.dumps({"layer_ids": [0, 1], "teacher_id": "t0"}), "utf-8")
+    if experts:  # real fr experts, moved off their start so they change the output
+        import torch
+
+        from distilflow.experts import ExpertSpec, attach_language, expert_parameters, save_experts
+        from distilflow.models import load_whisper
+
+        model = load_whisper(str(d)).model
+        spec = ExpertSpec("lowrank", 2, True, 4, 0.0)
+        attach_language(model, spec)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in expert_parameters(model):
+                p.add_(0.5 * torch.randn_like(p))
+        save_experts(model, d / "experts" / "fr.safetensors", "fr", spec, "base")
+    return d
+
+
+def clip(seconds: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(16_000 * seconds)) / 16_000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
+
+
+def greedy(directory: Path, audio: np.ndarray, language: str) -> str:
+    """transformers' own greedy transcript of ``audio`` by the model in ``directory``."""
+    model = WhisperForConditionalGeneration.from_pretrained(directory).eval()
+    processor = WhisperProcessor.from_pretrained(directory)
+    feats = processor.feature_extractor(audio, sampling_rate=16_000, return_tensors="pt")
+    with torch.no_grad():
+        ids = model.generate(
+            feats.input_features, language=language, task="transcribe", max_new_tokens=TOKENS
+        )
+    text: str = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
+    return text.strip()
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrackingConfig:
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)
+    return TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="registry-test")
+
+
+def lineage(n: int) -> dict[str, Any]:
+    return {
+        "git_commit": f"c{n}",
+        "params_hash": f"p{n}",
+        "input_hash": f"i{n}",
+        "teacher_id": "t0",
+    }
+
+
+@dataclass(frozen=True)
+class Registered:
+    """Two versions registered in one store: v1 promoted, v2 (with experts/) rejected."""
+
+    uri: str  # tracking (and registry) URI
+    first: Registration
+    second: Registration
+    second_dir: Path
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]:
+    root = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(var, raising=False)
+        tracking = TrackingConfig(uri=f"sqlite:///{root / 'mlflow.db'}", experiment="registry")
+        cfg = RegistryConfig(model_name=NAME, tolerance=0.02, out_dir=str(root / "registry"))
+        first = register_model_dir(
+            tracking, cfg, Candidate(model_dir(root, 0), {"en": 0.5, "fr": 0.6}, lineage(1))
+        )
+        second_dir = model_dir(root, 1, experts=True)
+        cand = Candidate(second_dir, {"en": 0.3, "fr": 0.7}, lineage(2), data={"x": 1})
+        yield Registered(tracking.uri, first, register_model_dir(tracking, cfg, cand), second_dir)
+
+
+def test_gate_aliases_and_recorded_decisions(registered: Registered) -> None:
+    import mlflow
+
+    first, second = registered.first, registered.second
+    assert (first.version, first.decision.promote) == ("1", True)
+    assert first.aliases == ["challenger", "staging", "champion", "production"]
+    assert (second.version, second.decision.promote) == ("2", False)
+    assert second.aliases == ["challenger", "staging"]
+    assert second.decision.champion_version == "1"
+    assert second.decision.deltas == pytest.approx({"en": -0.2, "fr": 0.1})
+
+    client = mlflow.MlflowClient(tracking_uri=registered.uri, registry_uri=registered.uri)
+    aliases = {alias: str(v) for alias, v in client.get_registered_model(NAME).aliases.items()}
+    assert aliases == {"champion": "1", "production": "1", "challenger": "2", "staging": "2"}
+    v2 = client.get_model_version(NAME, "2")
+    assert v2.tags["decision"] == "rejected" and v2.tags["decision_against"] == "1"
+    assert v2.tags["decision_reasons"].startswith("fr: WER regresses by +0.1000")
+    assert (v2.tags["kind"], v2.tags["git_commit"], v2.tags["input_hash"]) == (
+        "student",
+        "c2",
+        "i2",
+    )
+    assert json.loads(v2.tags["wer"]) == {"en": 0.3, "fr": 0.7}
+    assert v2.description.startswith(f"# {NAME} version 2") and "## Limitations" in v2.description
+    assert client.get_model_version(NAME, "1").tags["decision"] == "promoted"
+    run = client.get_run(second.run_id)
+    assert run.data.tags["params_hash"] == "p2" and run.data.metrics["dev_wer.fr"] == 0.7
+    mlflow.set_tracking_uri(registered.uri)
+    recorded = mlflow.artifacts.load_dict(f"runs:/{second.run_id}/decision.json")
+    assert recorded == json.loads(json.dumps(second.to_dict()))
+    card = mlflow.artifacts.load_text(f"runs:/{second.run_id}/model_card.md")
+    assert card == v2.description
+
+
+def test_consumer_transcribes_the_champion(registered: Registered, tmp_path: Path) -> None:
+    import mlflow
+
+    audio = clip()
+    cache = tmp_path / "cache"
+    champion = load_registered(f"models:/{NAME}@champion", cache, tracking=registered.uri)
+    assert isinstance(champion, RegisteredWhisper) and champion.experts_dir is None
+    text = champion.transcribe(audio, language="fr", max_new_tokens=TOKENS)
+    assert isinstance(text, str)
+    assert text == greedy(model_dir(tmp_path / "again", 0), audio, "fr")
+    assert (champion.directory / SIDE_FILE).is_file()
+    again = load_registered(f"models:/{NAME}@champion", cache, tracking=registered.uri)
+    assert again.directory == champion.directory  # a registry version is downloaded once
+
+    mlflow.set_tracking_uri(registered.uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")  # generic MLflow consumers
+    predicted = pyfunc.predict({"audio": [audio], "language": ["fr"]}, {"max_new_tokens": TOKENS})
+    assert predicted == [text]
+
+
+def test_experts_folder_calls_the_hook(registered: Registered, tmp_path: Path) -> None:
+    audio = clip()
+    challenger = load_registered(f"models:/{NAME}@challenger", tmp_path, tracking=registered.uri)
+    assert challenger.experts_dir is not None
+    assert (challenger.experts_dir / "fr.safetensors").is_file()
+    calls: list[tuple[Path, str | None]] = []
+    challenger.router = lambda model, d, lang: calls.append((d, lang))
+    out = challenger.transcribe(audio, language="fr", max_new_tokens=TOKENS)
+    assert calls == [(challenger.experts_dir, "fr")]
+    assert out == greedy(registered.second_dir, audio, "fr")
+    challenger.router = RegisteredWhisper.router  # the default hook: fr's experts
+    routed = challenger.transcribe(audio, language="fr", max_new_tokens=TOKENS)
+    from distilflow.experts import use_language
+    from distilflow.models import load_whisper
+
+    reference = load_whisper(str(registered.second_dir)).model
+    assert use_language(reference, registered.second_dir / "experts", "fr")
+    ids = reference.generate(
+        challenger.features(audio), language="fr", task="transcribe", max_new_tokens=TOKENS
+    )
+    expected = challenger.processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    assert routed == expected
+    # a language without experts decodes with the shared path: the plain student
+    assert challenger.transcribe(audio, language="en", max_new_tokens=TOKENS) == greedy(
+        registered.second_dir, audio, "en"
+    )
+
+
+def test_register_task_writes_decision_json(
+    tracking: TrackingConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Prefect task's body (no server): report.json metrics, dvc.lock hash, decision.json."""
+    from tasks.register import register_student, student_candidate
+
+    raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    raw["student"]["out_dir"] = str(tmp_path / "student")
+    raw["registry"]["out_dir"] = str(tmp_path / "registry")
+    raw["tracking"]["uri"] = tracking.uri
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    params = load_params(tmp_path / "params.yaml")
+    model_dir(tmp_path / "student", 0).rename(tmp_path / "student" / "model")
+    report = {
+        "student": {"dev_wer": {"en": 0.25, "ru": float("nan")}, "parameters": 10},
+        "teacher": {"model": "pypi:whisper-base", "dev_wer": {"en": 0.2}},
+        "train_clips": 5,
+        "lineage": lineage(1),
+    }
+    (tmp_path / "student" / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        yaml.safe_dump(
+            {"stages": {"student": {"deps": [{"path": params.filter.out_dir, "md5": "abc.dir"}]}}}
+        ),
+        encoding="utf-8",
+    )
+    cand = student_candidate(params, lock)
+    assert cand.lineage["dvc_input_md5"] == "abc.dir" and cand.data["train_clips"] == 5
+    monkeypatch.chdir(tmp_path)  # dvc.lock is read relative to the working directory
+    record = register_student.fn(params)
+    written = json.loads((tmp_path / "registry" / "decision.json").read_text(encoding="utf-8"))
+    assert written == record
+    assert written["decision"]["verdict"] == "promoted" and written["version"] == "1"
+    assert written["decision"]["challenger_wer"] == {"en": 0.25, "ru": None}
+    assert written["model_uri"] == f"models:/{params.registry.model_name}/1"
+
+
+def test_task_retries_io_failures_only() -> None:
+    from prefect.states import Failed
+
+    from tasks.register import _transient
+
+    assert _transient(None, None, Failed(data=ConnectionError("server gone")))  # type: ignore[arg-type]
+    assert not _transient(None, None, Failed(data=FileNotFoundError("no model")))  # type: ignore[arg-type]
