@@ -33,16 +33,32 @@ def error_rate_corpus(language: str, references: Sequence[str], hypotheses: Sequ
     References that normalise to nothing are left out; an empty hypothesis counts as deletions.
     """
     norm = normalizer_for(language)
-    pairs = [
-        (normalize(r, norm, strip_accents=True), normalize(h, norm, strip_accents=True))
-        for r, h in zip(references, hypotheses, strict=True)
-    ]
-    pairs = [(r, h) for r, h in pairs if r]
+    return _corpus_rate(
+        language,
+        [normalize(r, norm, strip_accents=True) for r in references],
+        [normalize(h, norm, strip_accents=True) for h in hypotheses],
+    )
+
+
+def error_rate_orthographic(
+    language: str, references: Sequence[str], hypotheses: Sequence[str]
+) -> float:
+    """Corpus-level WER (CER without spaces) of the raw texts: case, punctuation and accents
+    count; only whitespace is collapsed. Empty references are left out."""
+    return _corpus_rate(
+        language,
+        [normalize(r, "none") for r in references],
+        [normalize(h, "none") for h in hypotheses],
+    )
+
+
+def _corpus_rate(language: str, refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """WER (CER for languages without spaces) of prepared pairs; NaN when no reference is left."""
+    pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r]
     if not pairs:
         return float("nan")
-    refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
     measure = jiwer.cer if language in NO_SPACE_LANGUAGES else jiwer.wer
-    return float(measure(refs, hyps))
+    return float(measure([p[0] for p in pairs], [p[1] for p in pairs]))
 
 
 @torch.no_grad()
