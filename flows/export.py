@@ -1,0 +1,58 @@
+"""Export flow: the student to CTranslate2 int8 (faster-whisper), verified against torch.
+
+python -m flows.export [--params params.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from distilflow.config import load_params
+from tasks.export import export_student, verify_student_export
+
+
+def report_markdown(info: dict[str, Any], verification: dict[str, Any]) -> str:
+    fw = verification["faster_whisper"]
+    return "\n".join(
+        [
+            f"Export: {info['quantization']}, language {info['language']}, "
+            f"source {info['source_fingerprint']}, ctranslate2 {info['ctranslate2_version']}",
+            "",
+            "| clips | identical tokens | identical text | token agreement | WER vs torch "
+            "| WER vs torch, no loops |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {verification['clips']} | {verification['identical_tokens_share']:.3f} "
+            f"| {verification['exact_text_share']:.3f} "
+            f"| {verification['mean_token_agreement']:.3f} | {verification['wer_vs_torch']:.4f} "
+            f"| {verification['wer_vs_torch_settled']:.4f} |",
+            "",
+            f"faster-whisper: {json.dumps({k: v for k, v in fw.items() if k != 'texts'})}",
+        ]
+    )
+
+
+@flow(name="export", log_prints=True)
+def export_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    params = load_params(params_path)
+    info = export_student(params)
+    verification = verify_student_export(params)
+    create_markdown_artifact(report_markdown(info, verification), key="export-report")
+    return {"export": info, "verification": verification}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    result = export_flow(parser.parse_args().params)
+    summary = {k: v for k, v in result["verification"].items() if k not in ("per_clip",)}
+    summary["faster_whisper"] = {k: v for k, v in summary["faster_whisper"].items() if k != "texts"}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

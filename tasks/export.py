@@ -1,0 +1,110 @@
+"""Prefect tasks of the export stage: the student (optionally with one language's experts merged
+into its feed-forward weights) to CTranslate2, then checked against the torch model on dev clips.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from distilflow.atomic import atomic_write_json
+from distilflow.config import Params, section_hash
+from distilflow.export import WhisperPair, export_ct2, read_export_info
+from distilflow.export_verify import VerifyClip, dev_verify_clips, faster_whisper_transcribe
+from distilflow.export_verify import verify_export as compare_with_torch
+from distilflow.filter import normalize
+from distilflow.lineage import git_commit
+from distilflow.models.load import load_whisper, transformers_dir_fingerprint
+
+VERIFICATION_FILE = "verification.json"
+
+
+def export_dir(params: Params) -> Path:
+    return Path(params.export.out_dir) / "model"
+
+
+def student_dir(params: Params) -> Path:
+    return Path(params.student.out_dir) / "model"
+
+
+def exported_model(params: Params) -> WhisperPair:
+    """The torch model that is exported: the student, or the student with experts merged."""
+    loaded = load_whisper(str(student_dir(params)))
+    language = params.export.language
+    if language is None:
+        return loaded.model, loaded.processor
+    from distilflow.expert_stage import expert_path
+    from distilflow.experts import load_experts, merge_language
+
+    load_experts(loaded.model, expert_path(params.experts.out_dir, language), loaded.fingerprint)
+    return merge_language(loaded.model), loaded.processor
+
+
+@task(name="export-ct2", cache_policy=NO_CACHE)
+def export_student(params: Params) -> dict[str, Any]:
+    """Convert the student to CTranslate2 (``export.quantization``) under ``export.out_dir``."""
+    cfg = params.export
+    lineage = {
+        "git_commit": git_commit(),
+        "params_hash": section_hash(cfg),
+        "student_fingerprint": transformers_dir_fingerprint(student_dir(params)),
+    }
+    if cfg.language is None:
+        export_ct2(student_dir(params), export_dir(params), cfg.quantization, lineage=lineage)
+    else:
+        export_ct2(
+            None,
+            export_dir(params),
+            cfg.quantization,
+            model=exported_model(params),
+            language=cfg.language,
+            lineage=lineage,
+        )
+    info = read_export_info(export_dir(params))
+    print(f"export: {export_dir(params)} ({cfg.quantization}, language {cfg.language})")
+    return info
+
+
+def faster_whisper_check(ct2_dir: Path, clips: list[VerifyClip], ct2_texts: list[str]) -> Any:
+    """faster-whisper's transcripts of the clips (its own front end) against the export's."""
+    try:
+        texts = faster_whisper_transcribe(ct2_dir, clips)
+    except ImportError as exc:
+        return {"installed": False, "error": str(exc)}
+    pairs = list(zip(texts, ct2_texts, strict=True))
+    same = sum(a == b for a, b in pairs)
+    same_words = sum(normalize(a, "basic") == normalize(b, "basic") for a, b in pairs)
+    n = max(len(pairs), 1)
+    return {
+        "installed": True,
+        "clips": len(texts),
+        "same_text_as_ctranslate2_share": same / n,
+        "same_normalised_text_as_ctranslate2_share": same_words / n,
+        "texts": texts,
+    }
+
+
+@task(name="verify-export", cache_policy=NO_CACHE)
+def verify_student_export(params: Params) -> dict[str, Any]:
+    """Decode dev clips with the export and the torch model; fail above the WER bound."""
+    cfg = params.export
+    model, processor = exported_model(params)
+    clips = dev_verify_clips(
+        Path(params.filter.out_dir), params.student.dev_fraction, cfg.language, cfg.verify_clips
+    )
+    report = compare_with_torch(export_dir(params), model, processor, clips, cfg.max_new_tokens)
+    result = report.to_dict() | {"language": cfg.language, "quantization": cfg.quantization}
+    ct2_texts = [c.ct2_text for c in report.comparisons]
+    result["faster_whisper"] = faster_whisper_check(export_dir(params), clips, ct2_texts)
+    atomic_write_json(Path(cfg.out_dir) / VERIFICATION_FILE, result)
+    summary = report.summary()
+    print(f"export verification: {summary}")
+    if summary["wer_vs_torch_settled"] > cfg.max_wer_vs_torch:
+        raise RuntimeError(
+            f"export WER against the torch model {summary['wer_vs_torch_settled']:.3f} exceeds "
+            f"export.max_wer_vs_torch {cfg.max_wer_vs_torch}; see {cfg.out_dir}/{VERIFICATION_FILE}"
+        )
+    return result
