@@ -21,6 +21,7 @@ import yaml
 DEFAULT_PARAMS = Path("params.yaml")
 
 SourceKind = Literal["audiofolder", "commonvoice", "hf", "s3"]
+Quantization = Literal["int8", "int8_float32", "int8_float16", "int16", "float16", "float32"]
 
 
 class ConfigError(ValueError):
@@ -173,6 +174,39 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """MLflow model registry and its promotion gate (aliases, no deprecated stages)."""
+
+    model_name: str  # registered model name; consumers load models:/<model_name>@champion
+    tolerance: float  # largest per-language WER rise (absolute) a promoted challenger may show
+    out_dir: str  # decision.json: the last registration's decision, version and aliases
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The evaluation stage: every model on every eval set, WER, hallucination, speed, size."""
+
+    out_dir: str  # metrics.json, plots/, report.md, report.json, transcripts.jsonl
+    models: list[str]  # models to evaluate, by name: teacher | student
+    extra_sets: dict[str, str]  # out-of-domain sets: name -> audiofolder (metadata.jsonl) path
+    max_new_tokens: int  # longest transcript, in tokens
+    max_clips_per_language: int | None  # cap per set and language (first by id); null = all
+    device: str  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Export of the student (optionally one language's experts merged) to CTranslate2."""
+
+    quantization: Quantization  # int8: 4x smaller weights, what faster-whisper runs on CPU
+    out_dir: str  # model/ (CTranslate2 / faster-whisper directory), verification.json
+    language: str | None  # merge this language's experts into the FFNs; null = plain student
+    verify_clips: int  # dev clips decoded by both the export and the torch model (0 = none)
+    max_new_tokens: int  # longest transcript when verifying, in tokens
+    max_wer_vs_torch: float  # the stage fails when the export's WER against torch exceeds this
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -183,6 +217,9 @@ class Params:
     student: StudentConfig
     experts: ExpertsConfig
     tracking: TrackingConfig
+    registry: RegistryConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
 
 
 T = TypeVar("T")
@@ -297,6 +334,10 @@ def _check(params: Params, source: Path) -> None:
     if st.cache_encoder and not st.freeze_encoder:
         raise ConfigError(f"{source}: student.cache_encoder: needs student.freeze_encoder: true")
     _check_experts(params.experts, source)
+    _check_evaluate(params.evaluate, source)
+    _check_export(params.export, source)
+    if not params.registry.tolerance >= 0:
+        raise ConfigError(f"{source}: registry.tolerance: must be >= 0 (an absolute WER)")
     f = params.filter
     for name in ("normalizer", "max_error"):
         if "default" not in getattr(f, name):
@@ -316,6 +357,24 @@ def _check_experts(ex: ExpertsConfig, source: Path) -> None:
         )
     if len(set(ex.languages)) != len(ex.languages):
         raise ConfigError(f"{source}: experts.languages: a language is listed twice")
+
+
+def _check_evaluate(ev: EvaluateConfig, source: Path) -> None:
+    if not ev.models or len(set(ev.models)) != len(ev.models):
+        raise ConfigError(f"{source}: evaluate.models: at least one model, none listed twice")
+    if ev.max_new_tokens < 1:
+        raise ConfigError(f"{source}: evaluate.max_new_tokens: must be at least 1")
+    if ev.max_clips_per_language is not None and ev.max_clips_per_language < 1:
+        raise ConfigError(f"{source}: evaluate.max_clips_per_language: must be >= 1 or null")
+    if "dev" in ev.extra_sets:
+        raise ConfigError(f"{source}: evaluate.extra_sets: 'dev' is the student's dev split")
+
+
+def _check_export(ex: ExportConfig, source: Path) -> None:
+    if ex.verify_clips < 0 or ex.max_new_tokens < 1:
+        raise ConfigError(f"{source}: export: verify_clips must be >= 0, max_new_tokens >= 1")
+    if not ex.max_wer_vs_torch >= 0:
+        raise ConfigError(f"{source}: export.max_wer_vs_torch: must be >= 0")
 
 
 def section_hash(section: object) -> str:

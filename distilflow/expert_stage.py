@@ -41,6 +41,14 @@ def expert_path(out_dir: Path | str, language: str) -> Path:
     return Path(out_dir) / language / "experts" / f"{language}.safetensors"
 
 
+def route_to_stage_experts(out_dir: Path, model: Any, language: str) -> Any:
+    """Route ``model`` to the experts the stage trained for ``language`` (shared path if none)."""
+    from distilflow.experts import use_language
+
+    use_language(model, expert_path(out_dir, language).parent, language)
+    return model
+
+
 def trains_encoder(cfg: ExpertsConfig) -> bool:
     return cfg.encoder
 
@@ -205,6 +213,9 @@ def train_language(
         "form": cfg.form if cfg.method == "experts" else None,
         "student_dev_wer": base_wer.get(language, math.nan),
         "dev_wer": state.best_wer.get(language, math.nan),
+        # False when the experts did not beat the student alone on dev: a consumer (and the
+        # registry's gate) may keep the shared path for this language
+        "improved": state.best_wer.get(language, math.nan) < base_wer.get(language, math.nan),
         "best_step": state.best_step,
         "steps": state.step,
         "resumed": resumed,

@@ -7,6 +7,7 @@ student trains on, ``reference`` the human one), ``report.json`` and ``wer.png``
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,9 @@ def wer_plot(decisions: pd.DataFrame, path: Path, thresholds: dict[str, float]) 
     atomic_write_bytes(path, buf.getvalue())
 
 
-def run_filter(labels_dir: Path, cfg: FilterConfig) -> dict[str, Any]:
+def run_filter(
+    labels_dir: Path, cfg: FilterConfig, languages: Iterable[str] = ()
+) -> dict[str, Any]:
     """Filter every label of ``labels_dir``; write the outputs and return the report."""
     out = Path(cfg.out_dir)
     labels = read_labels(labels_dir)
@@ -104,7 +107,10 @@ def run_filter(labels_dir: Path, cfg: FilterConfig) -> dict[str, Any]:
         out / "decisions.parquet", pa.Table.from_pandas(decisions, preserve_index=False), lineage
     )
     kept = labels[decisions["status"].to_numpy() == KEEP]
-    write_language_tables(out / "manifests", kept, out, labels["language"], lineage)
+    # a table for every language labelled, and for each of ``languages`` (downstream per-language
+    # stages depend on their file) even when it has no clip yet
+    tables = {*labels["language"], *languages}
+    write_language_tables(out / "manifests", kept, out, tables, lineage)
     wer_plot(decisions, out / "wer.png", cfg.max_error)
     report = summarise(decisions, lineage)
     atomic_write_json(out / "report.json", report)

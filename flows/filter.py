@@ -32,7 +32,8 @@ def report_markdown(report: dict[str, Any]) -> str:
 @flow(name="filter", log_prints=True)
 def filter_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     params = load_params(params_path)
-    report = filter_labels(params.filter, params.teacher.out_dir)
+    # the expert stages' languages get a manifest even before they have data
+    report = filter_labels(params.filter, params.teacher.out_dir, tuple(params.experts.languages))
     create_markdown_artifact(report_markdown(report), key="filter-report")
     return report
 

@@ -13,8 +13,10 @@ from distilflow.filter_stage import run_filter
 
 
 @task(name="filter-labels", cache_policy=NO_CACHE)
-def filter_labels(cfg: FilterConfig, labels_dir: str) -> dict[str, Any]:
+def filter_labels(
+    cfg: FilterConfig, labels_dir: str, languages: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Keep or drop every pseudo-label, persisting each decision with its reason."""
-    report = run_filter(Path(labels_dir), cfg)
+    report = run_filter(Path(labels_dir), cfg, languages)
     print(f"filter: {report['input']} labels = {report['kept']} kept + {report['dropped']} dropped")
     return report

@@ -76,3 +76,18 @@ def accept_random_labels(raw: dict[str, Any], tmp_path: Path) -> None:
         max_error={"default": 1e9}, drop_uppercase=False, max_compression_ratio=1e9
     )
     raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+class Crash(Exception):
+    """Raised by ``CrashAfter``: a training run killed in the middle."""
+
+
+class CrashAfter:
+    """A tracker that kills the run once it logs a step after ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step > self.step:
+            raise Crash

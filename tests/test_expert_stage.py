@@ -12,6 +12,7 @@ import yaml
 
 from distilflow.config import load_params
 
+from .conftest import Crash, CrashAfter
 from .test_student_stage import prepared, student_params, tiny_teacher
 
 __all__ = ["prepared", "tiny_teacher"]  # module-scoped fixtures shared with the student tests
@@ -138,19 +139,6 @@ def test_language_without_clips_is_skipped_with_a_reason(
         empty.unlink()
     assert report["skipped"] == "no training clips for this language"
     assert (prepared / "skip" / "xx" / "report.json").exists()
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if step > self.step:
-            raise Crash
 
 
 def test_killed_expert_training_resumes_exactly(

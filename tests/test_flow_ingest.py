@@ -84,6 +84,17 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(
         shutil.copytree(REPO_ROOT / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "dvc.yaml", proj / "dvc.yaml")
     small_folder(proj / "inbox")
+    write_audiofolder(
+        proj / "heldout",
+        [
+            {
+                "file_name": "h.wav",
+                "bytes": audio_bytes(tone(1.0, freq=700)),
+                "text": "two",
+                "language": "en",
+            }
+        ],
+    )
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["ingest"]["sources"] = [{"kind": "audiofolder", "uri": "inbox"}]
     raw["ingest"]["progress"] = False
@@ -99,6 +110,23 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(
         progress=False,
         dev_fraction=0.01,
     )
+    raw["experts"].update(
+        languages=["en", "fr"],  # fr has no clip: its stage records why and trains nothing
+        max_steps=2,
+        batch_size=2,
+        eval_every=2,
+        save_every=2,
+        warmup_steps=1,
+        eval_max_new_tokens=2,
+        progress=False,
+        rank=2,
+        gate_width=4,
+    )
+    # one clip survives the filter and trains the student: evaluate on the source folder itself
+    raw["evaluate"].update(
+        max_new_tokens=4, max_clips_per_language=2, extra_sets={"heldout": "heldout"}
+    )
+    raw["export"].update(verify_clips=2, max_new_tokens=4, max_wer_vs_torch=100.0)
     accept_random_labels(raw, tmp_path)
     (proj / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     env = {
@@ -119,14 +147,24 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(
     sh("git", "init", "-q")
     sh(sys.executable, "-m", "dvc", "init", "-q")
     first = sh(sys.executable, "-m", "dvc", "repro")
-    for stage in ("ingest", "label", "filter", "student"):
+    stages = ("ingest", "label", "filter", "student", "experts@en", "experts@fr", "evaluate")
+    for stage in (*stages, "register", "export"):
         assert f"Running stage '{stage}'" in first
     report = json.loads((proj / "data" / "ingest" / "report.json").read_text())
     assert (report["input"], report["kept"], report["quarantined"]) == (3, 2, 1)
+    decision = json.loads((proj / "data" / "registry" / "decision.json").read_text())
+    assert decision["version"] == "1" and decision["decision"]["verdict"]
+    assert (proj / "data" / "export" / "model" / "model.bin").is_file()
+    for lang in ("en", "fr"):  # trained, or skipped with its reason
+        assert (
+            json.loads((proj / "data" / "experts" / lang / "report.json").read_text())["language"]
+            == lang
+        )
     second = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in second and "didn't change" in second
     # new data in the source folder re-runs the chain, which processes only the new file
+    # (only up to label here: the later stages are exercised by the first run)
     (proj / "inbox" / "c.wav").write_bytes(audio_bytes(tone(0.7, freq=1500)))
-    third = sh(sys.executable, "-m", "dvc", "repro")
+    third = sh(sys.executable, "-m", "dvc", "repro", "label")  # upstream of label only
     assert "Running stage 'ingest'" in third and "decoded 1 new" in third
     assert "1 to label" in third

@@ -11,7 +11,7 @@ import yaml
 
 from distilflow.config import load_params
 
-from .conftest import accept_random_labels
+from .conftest import Crash, CrashAfter, accept_random_labels
 from .test_label_filter import project_params
 
 
@@ -133,19 +133,6 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
         "fp",
         pick_device("cpu"),
     )
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if step > self.step:
-            raise Crash
 
 
 def test_resume_continues_exactly(prepared: Path, tiny_teacher: Path, tmp_path: Path) -> None:
