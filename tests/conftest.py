@@ -54,6 +54,22 @@ def write_audiofolder(root: Path, entries: list[dict[str, object]]) -> Path:
     return root
 
 
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_MLFLOW_ENV_AT_START = {var: os.environ.get(var) for var in _MLFLOW_ENV}  # the user's, if any
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI (and the registry's): what a test
+    or a module fixture set that way must not reach the next test as if a user had configured
+    it. Each test starts from the environment the session started with."""
+    for var, value in _MLFLOW_ENV_AT_START.items():
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A real temporary Prefect server for the whole session (about 9 s to start)."""
