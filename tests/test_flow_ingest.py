@@ -100,29 +100,14 @@ def test_dvc_repro_runs_the_pipeline_then_does_nothing(
     raw["ingest"]["progress"] = False
     teacher = save_tiny_whisper(tmp_path / "tiny", seed=1, decoder_layers=4)  # emits text
     raw["teacher"].update(model=str(teacher), max_new_tokens=4, progress=False)
-    raw["student"].update(
-        max_steps=2,
-        batch_size=2,
-        eval_every=2,
-        save_every=2,
-        warmup_steps=1,
-        eval_max_new_tokens=2,
-        progress=False,
-        dev_fraction=0.01,
-    )
-    raw["experts"].update(
-        languages=["en", "fr"],  # fr has no clip: its stage records why and trains nothing
-        max_steps=2,
-        batch_size=2,
-        eval_every=2,
-        save_every=2,
-        warmup_steps=1,
-        eval_max_new_tokens=2,
-        progress=False,
-        rank=2,
-        gate_width=4,
-    )
-    # one clip survives the filter and trains the student: evaluate on the source folder itself
+    short = dict(
+        max_steps=2, batch_size=2, eval_every=2, save_every=2, warmup_steps=1,
+        eval_max_new_tokens=2, progress=False,
+    )  # fmt: skip
+    raw["student"].update(short, dev_fraction=0.01)
+    # a language with too few clips has its stage record why and train nothing
+    raw["experts"].update(short, languages=["en", "fr"], rank=2, gate_width=4)
+    # one clip survives the filter and trains the student: evaluate on a held-out folder
     raw["evaluate"].update(
         max_new_tokens=4, max_clips_per_language=2, extra_sets={"heldout": "heldout"}
     )
