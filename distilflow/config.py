@@ -207,6 +207,17 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """Scheduled and triggered retraining: the inbox watcher and the parent ``retrain`` flow."""
+
+    inbox: str  # watched for new audio: a folder or s3://bucket/prefix; must be an ingest source
+    state_file: str  # content hashes already handed to a retrain run (JSON, written atomically)
+    concurrency_limit: str  # Prefect global concurrency limit (1 slot): never two retrains at once
+    lock_timeout_s: float  # how long a retrain waits for the running one before it gives up
+    full_stages: list[str]  # stages a full run reproduces (dvc repro targets); [] = every stage
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -220,6 +231,7 @@ class Params:
     registry: RegistryConfig
     evaluate: EvaluateConfig
     export: ExportConfig
+    retrain: RetrainConfig
 
 
 T = TypeVar("T")
@@ -336,6 +348,7 @@ def _check(params: Params, source: Path) -> None:
     _check_experts(params.experts, source)
     _check_evaluate(params.evaluate, source)
     _check_export(params.export, source)
+    _check_retrain(params, source)
     if not params.registry.tolerance >= 0:
         raise ConfigError(f"{source}: registry.tolerance: must be >= 0 (an absolute WER)")
     f = params.filter
@@ -375,6 +388,29 @@ def _check_export(ex: ExportConfig, source: Path) -> None:
         raise ConfigError(f"{source}: export: verify_clips must be >= 0, max_new_tokens >= 1")
     if not ex.max_wer_vs_torch >= 0:
         raise ConfigError(f"{source}: export.max_wer_vs_torch: must be >= 0")
+
+
+def _check_retrain(params: Params, source: Path) -> None:
+    if not params.retrain.lock_timeout_s > 0:
+        raise ConfigError(f"{source}: retrain.lock_timeout_s: must be > 0 (seconds)")
+
+
+def inbox_source(params: Params) -> SourceConfig:
+    """The ingest source that is the watched inbox; ConfigError when none is."""
+    inbox = params.retrain.inbox
+    for s in params.ingest.sources:
+        if _same_place(s.uri, inbox):
+            return s
+    raise ConfigError(
+        f"retrain.inbox: {inbox!r} is not one of ingest.sources; add it there "
+        "(e.g. {kind: audiofolder, uri: inbox}) so that what the watcher sees gets ingested"
+    )
+
+
+def _same_place(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return Path(a) == Path(b)
 
 
 def section_hash(section: object) -> str:

@@ -6,6 +6,7 @@ stage's output directory can be moved or pulled from a DVC remote as a whole.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distilflow.atomic import atomic_write_bytes
-from distilflow.lineage import Lineage
+from distilflow.lineage import Lineage, combine_hashes
 
 LINEAGE_KEY = b"distilflow.lineage"
 UNDETERMINED = "und"  # manifest name for clips whose language is not known yet
@@ -88,6 +89,13 @@ def manifest_path(root: Path, language: str | None) -> Path:
     return root / "manifests" / f"{language or UNDETERMINED}.parquet"
 
 
+def per_language(lineage: Lineage, hashes: Iterable[str]) -> Lineage:
+    """A language's table carries the hash of its own clips, not the whole stage input: new
+    clips of one language then leave every other language's file byte-identical (and DVC sees
+    no change downstream of them)."""
+    return dataclasses.replace(lineage, input_hash=combine_hashes(hashes))
+
+
 def write_manifests(
     root: Path, rows: list[ManifestRow], lineage: Lineage, languages: list[str] | None = None
 ) -> dict[str, int]:
@@ -99,7 +107,8 @@ def write_manifests(
     for row in rows:
         by_lang.setdefault(row.language or UNDETERMINED, []).append(row)
     for name, lang_rows in by_lang.items():
-        write_parquet(root / "manifests" / f"{name}.parquet", manifest_table(lang_rows), lineage)
+        own = per_language(lineage, [r.hash for r in lang_rows])
+        write_parquet(root / "manifests" / f"{name}.parquet", manifest_table(lang_rows), own)
     for stale in (root / "manifests").glob("*.parquet"):
         if stale.stem not in by_lang:
             stale.unlink()
@@ -136,7 +145,7 @@ def write_language_tables(
     for lang in sorted(set(languages)):
         part = stored[stored["language"] == lang].sort_values("id").reset_index(drop=True)
         table = pa.Table.from_pandas(part, preserve_index=False)
-        write_parquet(directory / f"{lang}.parquet", table, lineage)
+        write_parquet(directory / f"{lang}.parquet", table, per_language(lineage, part["hash"]))
         counts[lang] = len(part)
     for stale in directory.glob("*.parquet"):
         if stale.stem not in counts:

@@ -22,6 +22,7 @@ Consumers, one call::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -334,6 +335,71 @@ def register_model_dir(
     return result
 
 
+def promote_version(
+    tracking: TrackingConfig, cfg: RegistryConfig, version: str, force: str | None = None
+) -> dict[str, Any]:
+    """Pass an existing version through the gate again (against today's champion) and move the
+    champion aliases to it if it passes, or unconditionally with ``force`` (the operator's
+    reason, recorded). The decision, for or against, is recorded as the version's tags."""
+    client = registry_client(tracking)
+    mv = client.get_model_version(cfg.model_name, version)
+    champion = current_champion(client, cfg.model_name)
+    if champion is not None and champion[0] == str(version):
+        champion = None if force else champion
+        if not force:
+            reasons = [f"version {version} is already the champion"]
+            return _promotion_record(client, cfg.model_name, version, False, reasons)
+    champ_version, champ_wer = champion if champion else (None, None)
+    decision = decide(json.loads(mv.tags.get("wer", "{}")), champ_wer, cfg.tolerance, champ_version)
+    if force and not decision.promote:
+        reasons = [f"forced by the operator: {force}", *decision.reasons]
+        decision = dataclasses.replace(decision, promote=True, reasons=reasons)
+    for key, value in decision_tags(decision).items():
+        client.set_model_version_tag(cfg.model_name, version, key, value)
+    client.set_model_version_tag(cfg.model_name, version, "decision_by", "operator")
+    if decision.promote:
+        for alias in CHAMPION_ALIASES:
+            client.set_registered_model_alias(cfg.model_name, alias, version)
+    record = _promotion_record(client, cfg.model_name, version, decision.promote, decision.reasons)
+    return record | {"decision": decision.to_dict()}
+
+
+def _promotion_record(
+    client: MlflowClient, name: str, version: str, promoted: bool, reasons: list[str]
+) -> dict[str, Any]:
+    aliases = sorted(client.get_model_version(name, version).aliases)
+    return {
+        "model_name": name,
+        "version": str(version),
+        "promoted": promoted,
+        "aliases": aliases,
+        "reasons": reasons,
+    }
+
+
+def registry_status(tracking: TrackingConfig, name: str) -> dict[str, Any]:
+    """The registered versions of ``name``, newest first: aliases, kind, WER, decision."""
+    from mlflow.exceptions import MlflowException
+
+    client = registry_client(tracking)
+    try:
+        aliases = client.get_registered_model(name).aliases  # alias -> version
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return {"model_name": name, "versions": []}
+    rows = [
+        {
+            "version": str(v.version),
+            "aliases": sorted(a for a, ver in aliases.items() if str(ver) == str(v.version)),
+            "kind": v.tags.get("kind"),
+            "decision": v.tags.get("decision"),
+            "wer": json.loads(v.tags.get("wer", "{}")),
+        }
+        for v in sorted(versions, key=lambda v: -int(v.version))
+    ]
+    return {"model_name": name, "versions": rows}
+
+
 # --- consumers ------------------------------------------------------------------------------
 
 
@@ -367,14 +433,21 @@ def download_model(
     if version_pinned and (dst / ".complete").is_file():
         return dst  # registry versions are immutable: download once
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=pinned, dst_path=str(tmp), tracking_uri=uri_t, registry_uri=tracking
-    )
-    (tmp / ".complete").write_text(pinned + "\n", encoding="utf-8")
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".download-"))
+    source = pinned
+    if version_pinned:  # resolved by this client: download_artifacts asks the global registry
+        name, version = pinned[len("models:/") :].rsplit("/", 1)
+        source = client.get_model_version_download_uri(name, version)
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=str(staging), tracking_uri=uri_t
+        )
+    )  # the model folder: staging itself, or a folder inside it named as the source's last part
+    (local / ".complete").write_text(pinned + "\n", encoding="utf-8")
     if dst.exists():
         shutil.rmtree(dst)
-    os.replace(tmp, dst)
+    os.replace(local, dst)
+    shutil.rmtree(staging, ignore_errors=True)
     return dst
 
 

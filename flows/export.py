@@ -6,6 +6,7 @@ python -m flows.export [--params params.yaml]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
@@ -37,8 +38,13 @@ def report_markdown(info: dict[str, Any], verification: dict[str, Any]) -> str:
 
 
 @flow(name="export", log_prints=True)
-def export_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+def export_flow(params_path: str = "params.yaml", language: str | None = None) -> dict[str, Any]:
+    """Export the student; ``language`` (e.g. "fr") overrides ``export.language``."""
     params = load_params(params_path)
+    if language is not None:
+        params = dataclasses.replace(
+            params, export=dataclasses.replace(params.export, language=language)
+        )
     info = export_student(params)
     verification = verify_student_export(params)
     create_markdown_artifact(report_markdown(info, verification), key="export-report")
