@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: install, then run the whole pipeline on the embedded demo corpus (offline, SQLite/local)
+## demo: install, then run the whole pipeline (dvc repro under the retrain flow) on the embedded
+## demo corpus (offline, SQLite/local)
 demo: install
-	source $(BIN)/activate && dvc repro
+	source $(BIN)/activate && distilflow run
 
 ## test: install, then run the whole test suite (slow real-weight tests included)
 test: install

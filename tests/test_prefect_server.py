@@ -7,7 +7,6 @@ PostgreSQL; and the kubernetes pools of infra/k8s created from their templates."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,15 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.stack import (
-    PG,
-    free_port,
-    postgres_database,
-    start_process,
-    stop_process,
-    venv_bin,
-    wait_http_ok,
-)
+from tests.prefect_server import prefect_env, prefect_server
+from tests.stack import PG, postgres_database, start_process, stop_process, venv_bin
 from tests.test_infra import JOB_TEMPLATES, flag, service
 
 pytestmark = pytest.mark.postgres
@@ -43,16 +35,6 @@ def tiny(out: str) -> int:
 """
 
 
-def prefect_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return env | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        **extra,
-    }
-
-
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     pytest.importorskip("asyncpg", reason="prefect's PostgreSQL driver")
@@ -64,18 +46,11 @@ def database() -> Iterator[str]:
 def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """``prefect server start`` on a free local port; yields (API URL, a scratch folder)."""
     tmp = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
     url = f"postgresql+asyncpg://{PG['user']}@{PG['host']}:{PG['port']}/{database}"
-    env = prefect_env(tmp / "server-home", PREFECT_API_DATABASE_CONNECTION_URL=url)
-    cmd = [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    log = tmp / "server.log"
-    proc = start_process(cmd, env, log)
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_http_ok(f"{api}/health", proc, log, timeout=90, what="prefect server")
+    with prefect_server(
+        tmp / "server-home", tmp / "server.log", PREFECT_API_DATABASE_CONNECTION_URL=url
+    ) as api:
         yield api, tmp
-    finally:
-        stop_process(proc)
 
 
 def query(database: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:

@@ -9,6 +9,7 @@ promotion decision is recorded.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from distilflow.inbox import (
 from tasks.retrain import plan_stages, stages_ran, summary_markdown
 
 from .conftest import REPO_ROOT, audio_bytes, tone, write_audiofolder
-from .prefect_server import PREFECT, prefect_server, process_worker, wait_for_run
+from .prefect_server import prefect_server, process_worker, wait_for_run
 from .projects import (
     drop_into_inbox,
     init_repos,
@@ -39,6 +40,9 @@ from .projects import (
     run_in,
     write_params,
 )
+from .stack import venv_bin
+
+PREFECT = venv_bin("prefect")
 
 
 def repo_params() -> Any:
@@ -226,7 +230,11 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
     proj = make_project(tmp_path)
     home = tmp_path / "prefect-home"
     logs = [tmp_path / "server.log", tmp_path / "worker.log"]
-    with prefect_server(home, logs[0]) as url, temporary_settings({PREFECT_API_URL: url}):
+    fast_scheduler = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    with (
+        prefect_server(home, logs[0], **fast_scheduler) as url,
+        temporary_settings({PREFECT_API_URL: url}),
+    ):
         env = project_env(proj, PREFECT_API_URL=url, PREFECT_HOME=str(home))
         init_repos(proj, env)
         run_in(proj, env, PREFECT, "work-pool", "create", "distilflow", "--type", "process")
@@ -309,6 +317,32 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
             again = watch_flow(str(proj))
         assert again["new"] == 0 and again["run"] is None
         assert len(runs_of("retrain")) >= 2
+        check_cli(proj, env)
+
+
+def cli_json(proj: Path, env: dict[str, str], *args: str) -> tuple[int, Any]:
+    """Run ``distilflow --project proj ARGS``; (exit code, its JSON output)."""
+    cmd = [sys.executable, "-m", "flows.cli", "--project", str(proj), *args]
+    done = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def check_cli(proj: Path, env: dict[str, str]) -> None:
+    """The `distilflow` command on the project the deployments ran."""
+    _, status = cli_json(proj, env, "status")
+    assert "student" in status["stale_stages"] and "experts@en" not in status["stale_stages"]
+    assert [v["version"] for v in status["registry"]["versions"]] == ["2", "1"]
+    assert status["last_retrain"]["languages"] == ["fr"]
+    assert status["last_decision"]["version"] == "2"
+    code, promoted = cli_json(proj, env, "promote", "2", "--force", "test: operator override")
+    assert code == 0 and promoted["promoted"] and "champion" in promoted["aliases"]
+    assert promoted["reasons"][0] == "forced by the operator: test: operator override"
+    code, again = cli_json(proj, env, "promote", "2")
+    assert code == 1 and again["reasons"] == ["version 2 is already the champion"]
+    cmd = [sys.executable, "-m", "flows.cli", "--project", str(proj), "transcribe"]
+    text = run_in(proj, env, *cmd, str(proj / "inbox" / "fr0.wav"), "--language", "fr")
+    assert text.strip()  # a tiny random model: some text, not a failure
 
 
 def read_json(path: Path) -> Any:
