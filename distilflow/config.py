@@ -18,6 +18,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from distilflow.languages import normalize_language
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 SourceKind = Literal["audiofolder", "commonvoice", "hf", "s3"]
@@ -187,7 +189,8 @@ class EvaluateConfig:
     """The evaluation stage: every model on every eval set, WER, hallucination, speed, size."""
 
     out_dir: str  # metrics.json, plots/, report.md, report.json, transcripts.jsonl
-    models: list[str]  # models to evaluate, by name: teacher | student
+    models: list[str]  # models to evaluate, by name: teacher | student | experts
+    languages: list[str]  # one DVC stage a language (evaluate-lang@<lang>); clips of others ignored
     extra_sets: dict[str, str]  # out-of-domain sets: name -> audiofolder (metadata.jsonl) path
     max_new_tokens: int  # longest transcript, in tokens
     max_clips_per_language: int | None  # cap per set and language (first by id); null = all
@@ -379,6 +382,13 @@ def _check_evaluate(ev: EvaluateConfig, source: Path) -> None:
         raise ConfigError(f"{source}: evaluate.max_new_tokens: must be at least 1")
     if ev.max_clips_per_language is not None and ev.max_clips_per_language < 1:
         raise ConfigError(f"{source}: evaluate.max_clips_per_language: must be >= 1 or null")
+    if not ev.languages or len(set(ev.languages)) != len(ev.languages):
+        raise ConfigError(f"{source}: evaluate.languages: at least one language, none twice")
+    odd = [lang for lang in ev.languages if normalize_language(lang) != lang]
+    if odd:
+        raise ConfigError(
+            f"{source}: evaluate.languages: {odd} are not Whisper language codes (e.g. en, fr)"
+        )
     if "dev" in ev.extra_sets:
         raise ConfigError(f"{source}: evaluate.extra_sets: 'dev' is the student's dev split")
 

@@ -80,11 +80,20 @@ def cap_per_language(clips: Sequence[AudioClip], cap: int | None) -> list[AudioC
     return out
 
 
-def dev_set(filtered_dir: Path, dev_fraction: float, cap: int | None = None) -> EvalSet:
-    """The student's dev split of the filter stage's kept clips, with a human reference."""
+def dev_set(
+    filtered_dir: Path,
+    dev_fraction: float,
+    cap: int | None = None,
+    languages: list[str] | None = None,
+) -> EvalSet:
+    """The student's dev split of the filter stage's kept clips, with a human reference; from
+    every manifest, or from those of ``languages`` only (each must exist)."""
     if not (Path(filtered_dir) / "manifests").is_dir():
         raise EvalSetError(f"{DEV}: {filtered_dir}/manifests not found: run the filter stage")
-    df = load_training_examples(Path(filtered_dir), None)
+    try:
+        df = load_training_examples(Path(filtered_dir), languages)
+    except FileNotFoundError as exc:
+        raise EvalSetError(f"{DEV}: {exc}") from exc
     clips, no_reference = [], 0
     for r in df.itertuples():
         if split_of(str(r.hash), dev_fraction) != DEV:

@@ -32,8 +32,9 @@ def report_markdown(report: dict[str, Any]) -> str:
 @flow(name="filter", log_prints=True)
 def filter_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     params = load_params(params_path)
-    # the expert stages' languages get a manifest even before they have data
-    report = filter_labels(params.filter, params.teacher.out_dir, tuple(params.experts.languages))
+    # the per-language stages' languages (experts, evaluation) get a manifest before they have data
+    languages = (*params.experts.languages, *params.evaluate.languages)
+    report = filter_labels(params.filter, params.teacher.out_dir, tuple(dict.fromkeys(languages)))
     create_markdown_artifact(report_markdown(report), key="filter-report")
     return report
 

@@ -1,7 +1,7 @@
 """Prefect tasks of the evaluation stage: one task per (model, eval set), so pairs can be mapped.
 
-The flow runs the pairs one at a time: decoding two models side by side on the same cores
-would distort the real-time factors.
+The flows map the pairs over their task runner, one worker by default: decoding two models side
+by side on the same cores would distort the real-time factors.
 """
 
 from __future__ import annotations
@@ -16,8 +16,17 @@ from distilflow.config import Params
 from distilflow.eval_metrics import PairResult, evaluate_pair
 from distilflow.eval_models import EvalModel
 from distilflow.eval_report import write_evaluation
+from distilflow.eval_results import results_path, write_results
 from distilflow.eval_sets import EvalSet
-from distilflow.eval_stage import eval_models, eval_sets, measure_memory, params_hash
+from distilflow.eval_stage import (
+    eval_models,
+    eval_sets,
+    language_record,
+    measure_memory,
+    params_hash,
+    read_language_results,
+    report_from,
+)
 from tasks.label import cache_dir_of
 
 
@@ -27,9 +36,10 @@ def models_of(params: Params) -> list[EvalModel]:
 
 
 @task(name="load-eval-sets", cache_policy=NO_CACHE)
-def load_eval_sets(params: Params) -> list[EvalSet]:
-    """The student's dev split and the extra audiofolders, checked item by item."""
-    sets = eval_sets(params)
+def load_eval_sets(params: Params, language: str | None = None) -> list[EvalSet]:
+    """The student's dev split and the extra audiofolders (of one language, or of every one of
+    ``evaluate.languages``), checked item by item."""
+    sets = eval_sets(params, language)
     for s in sets:
         print(f"eval set {s.name}: {len(s.clips)} clips {s.counts()} (left out: {s.skipped})")
     return sets
@@ -46,8 +56,39 @@ def evaluate_model_on_set(
     """Transcribe one set with one model, timing every clip."""
     result = evaluate_pair(model, eval_set, max_new_tokens, device)
     seconds = sum(c.decode_s for c in result.clips)
-    print(f"{model.name} on {eval_set.name}: {len(result.clips)} clips in {seconds:.1f} s")
+    langs = ",".join(eval_set.languages())
+    print(f"{model.name} on {eval_set.name} [{langs}]: {len(result.clips)} clips, {seconds:.1f} s")
     return result
+
+
+@task(name="write-language-results", cache_policy=NO_CACHE)
+def write_language_results(
+    params: Params, part: str, language: str, sets: list[EvalSet], results: list[PairResult]
+) -> Path:
+    """One language's results.json (or experts.json), atomically, with lineage."""
+    path = results_path(params.evaluate.out_dir, part, language)
+    write_results(path, language_record(params, part, language, sets, results))
+    print(f"{language}: {len(results)} (model, set) pairs -> {path}")
+    return path
+
+
+@task(name="read-language-results", cache_policy=NO_CACHE)
+def merged_language_results(
+    params: Params, models: list[EvalModel], sets: list[EvalSet]
+) -> list[PairResult]:
+    """Every language's results files, merged into one result per (model, set), checked."""
+    return report_from(params, models, sets, read_language_results(params))
+
+
+@task(name="merge-results", cache_policy=NO_CACHE)
+def merge_in_memory(
+    params: Params,
+    models: list[EvalModel],
+    sets: list[EvalSet],
+    per_language: list[list[PairResult]],
+) -> list[PairResult]:
+    """The languages' results of this run, merged as the ``evaluate`` stage merges files."""
+    return report_from(params, models, sets, per_language)
 
 
 @task(name="peak-memory", cache_policy=NO_CACHE, task_run_name="peak-memory-{model.name}")

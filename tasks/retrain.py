@@ -2,8 +2,9 @@
 
 DVC decides what is stale: a full run is ``dvc repro`` (of ``retrain.full_stages``, or every
 stage); a run for some languages reproduces, one stage at a time and without recursing into the
-stages it does not name, ingest → label → filter → ``experts@<lang>`` of those languages →
-evaluate → register. The student is not among them: new clips of one language must not retrain
+stages it does not name, ingest → label → filter → ``experts@<lang>``, ``evaluate-lang@<lang>``
+and ``evaluate-experts@<lang>`` of those languages → evaluate (every language's results merged;
+the other languages are not re-scored) → register. The student is not among them: new clips of one language must not retrain
 every language's experts; the student learns them at the next full run, and ``dvc status`` shows
 it stale until then.
 """
@@ -29,7 +30,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from distilflow.config import Params
 
 SHARED_STAGES = ("ingest", "label", "filter")  # every new clip passes through these
-AFTER_EXPERTS = ("evaluate", "register")  # then the release is scored and gated
+AFTER_EXPERTS = ("evaluate", "register")  # the languages' results merged, the release gated
 _RAN = re.compile(r"Running stage '([^']+)'")
 _FAILED = re.compile(r"failed to reproduce '([^']+)'")
 
@@ -62,7 +63,14 @@ def plan_stages(params: Params, languages: Sequence[str] | None) -> Plan:
     asked = sorted(set(languages))
     experts = [lang for lang in asked if lang in params.experts.languages]
     others = [lang for lang in asked if lang not in params.experts.languages]
-    targets = [*SHARED_STAGES, *(f"experts@{lang}" for lang in experts), *AFTER_EXPERTS]
+    scored = [lang for lang in asked if lang in params.evaluate.languages]
+    targets = [
+        *SHARED_STAGES,
+        *(f"experts@{lang}" for lang in experts),
+        *(f"evaluate-lang@{lang}" for lang in scored),
+        *(f"evaluate-experts@{lang}" for lang in experts),
+        *AFTER_EXPERTS,
+    ]
     return Plan(targets, True, asked, others)
 
 

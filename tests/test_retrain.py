@@ -65,6 +65,10 @@ def test_language_run_retrains_only_those_experts() -> None:
         "filter",
         "experts@fr",
         "experts@ru",
+        "evaluate-lang@fr",
+        "evaluate-lang@ru",
+        "evaluate-experts@fr",
+        "evaluate-experts@ru",
         "evaluate",
         "register",
     ]
@@ -75,6 +79,7 @@ def test_language_without_experts_is_reported() -> None:
     plan = plan_stages(repo_params(), ["en"])
     assert "student" not in plan.targets and not any(t.startswith("experts@") for t in plan.targets)
     assert plan.skipped_languages == ["en"]
+    assert plan.targets == ["ingest", "label", "filter", "evaluate-lang@en", "evaluate", "register"]
 
 
 def test_stages_ran_reads_dvc_output() -> None:
@@ -274,9 +279,17 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
             assert full.auto_scheduled
             records = read_runs(proj)
             assert records[-1]["languages"] is None
-            assert {"ingest", "student", "experts@en", "experts@fr", "register"} <= set(
-                records[-1]["ran"]
-            )
+            assert {
+                "ingest",
+                "student",
+                "experts@en",
+                "experts@fr",
+                *(f"evaluate-lang@{lang}" for lang in ("en", "es", "fr", "it", "ru")),
+                "evaluate-experts@en",
+                "evaluate-experts@fr",
+                "evaluate",
+                "register",
+            } <= set(records[-1]["ran"])
             first_decision = read_json(proj / "data" / "registry" / "decision.json")
             assert first_decision["version"] == "1"
             report = read_json(proj / "data" / "ingest" / "report.json")
@@ -296,7 +309,16 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
             assert not triggered.auto_scheduled
         last = read_runs(proj)[-1]
         assert last["languages"] == ["fr"]
-        assert last["ran"] == ["ingest", "label", "filter", "experts@fr", "evaluate", "register"]
+        assert last["ran"] == [
+            "ingest",
+            "label",
+            "filter",
+            "experts@fr",
+            "evaluate-lang@fr",
+            "evaluate-experts@fr",
+            "evaluate",
+            "register",
+        ]
         decision = read_json(proj / "data" / "registry" / "decision.json")
         assert decision["version"] == "2" and decision["decision"]["verdict"] in {
             "promoted",
@@ -308,6 +330,8 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
         # English's experts are untouched by French data
         status = run_in(proj, env, sys.executable, "-m", "dvc", "status")
         assert "student:" in status and "experts@en" not in status
+        # nor are the other languages re-scored, nor left stale
+        assert "evaluate-lang@en" not in status and "evaluate-experts@en" not in status
         state = load_state(proj / ".distilflow" / "watch-state.json")
         assert len(state) == 2 and {r["run"] for r in state.values()} == {str(triggered.id)}
         # 4. the watcher again: nothing new, no run
