@@ -210,11 +210,11 @@ def run_language(
 
 def result_files(params: Params) -> list[Path]:
     """The results.json files the ``evaluate`` stage merges, language by language."""
-    out, experts = params.evaluate.out_dir, params.experts.languages
+    out = params.evaluate.out_dir
     files = []
     for lang in sorted(params.evaluate.languages):
         files.append(results_path(out, "languages", lang))
-        if lang in experts:
+        if part_models(params, "experts", lang):  # else its stage writes no result
             files.append(results_path(out, "experts", lang))
     return files
 

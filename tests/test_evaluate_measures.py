@@ -202,6 +202,9 @@ def test_missing_metadata_and_undecodable_audio(tmp_path: Path) -> None:
         ({"models": ["teacher", "teacher"]}, r"evaluate\.models: .*listed twice"),
         ({"extra_sets": {"dev": "/x"}}, r"evaluate\.extra_sets: 'dev'"),
         ({"max_clips_per_language": 0}, r"evaluate\.max_clips_per_language"),
+        ({"languages": []}, r"evaluate\.languages: at least one"),
+        ({"languages": ["fr", "fr"]}, r"evaluate\.languages: .*none twice"),
+        ({"languages": ["french-ish"]}, r"evaluate\.languages: \['french-ish'\] are not"),
     ],
 )
 def test_evaluate_config_is_checked(
@@ -219,3 +222,92 @@ def test_evaluate_config_is_checked(
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(ConfigError, match=message):
         load_params(path)
+
+
+def random_results(seed: int) -> list[PairResult]:
+    """(model, set) results over three languages, clips in the order a run transcribes them."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["one", "two", "deux", "trois", "uno", "the", "a"]
+    out = []
+    for model, params in (("teacher", 100), ("student", 60)):
+        for set_name in ("dev", "ood"):
+            clips = tuple(
+                ClipResult(
+                    f"{lang}{i}",
+                    lang,
+                    " ".join(rng.choices(words, k=3)),
+                    " ".join(rng.choices(words, k=rng.randint(0, 6))),
+                    rng.uniform(0.5, 3.0),
+                    rng.uniform(0.01, 0.5),
+                    rng.randint(0, 9),
+                )
+                for lang in ("en", "es", "fr")
+                for i in range(rng.randint(1, 3))
+            )
+            out.append(PairResult(model, set_name, f"ref-{model}", f"id-{model}", params, clips))
+    return out
+
+
+def test_results_round_trip_through_json(tmp_path: Path) -> None:
+    from distilflow.eval_results import (
+        StaleResultsError,
+        read_results,
+        results_path,
+        results_record,
+        split_by_language,
+        write_results,
+    )
+    from distilflow.lineage import Lineage
+
+    fr = split_by_language(random_results(0))["fr"]
+    record = results_record("fr", "languages", fr, {"dev": 3}, Lineage("c", "p1", "i", None))
+    path = results_path(tmp_path, "languages", "fr")
+    assert path == tmp_path / "languages" / "fr" / "results.json"
+    write_results(path, record)
+    assert read_results(path, "p1") == fr
+    with pytest.raises(StaleResultsError, match="written under params p1"):
+        read_results(path, "p2")
+    with pytest.raises(ValueError, match=r"teacher on dev: clips of \['en', 'es'\] in fr"):
+        results_record("fr", "languages", random_results(0), {}, Lineage("c", "p", "i", None))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_languages_merge_into_the_same_metrics(tmp_path: Path, seed: int) -> None:
+    """Split by language, written and read back, merged: the metrics of the one-process run."""
+    from distilflow.eval_results import (
+        merge_results,
+        read_results,
+        results_path,
+        results_record,
+        split_by_language,
+        write_results,
+    )
+    from distilflow.lineage import Lineage
+
+    whole = random_results(seed)
+    per_language = []
+    for lang, results in split_by_language(whole).items():
+        path = results_path(tmp_path, "languages", lang)
+        write_results(
+            path, results_record(lang, "languages", results, {}, Lineage("c", "p", "i", None))
+        )
+        per_language.append(read_results(path, "p"))
+    merged = merge_results(reversed(per_language), ["teacher", "student"], ["dev", "ood"])
+    assert merged == whole
+    memory = {"teacher": 10.0, "student": 5.0}
+    assert build_metrics(merged, memory) == build_metrics(whole, memory)
+
+
+def test_merge_refuses_languages_of_other_weights() -> None:
+    from dataclasses import replace
+
+    from distilflow.eval_results import StaleResultsError, merge_results, split_by_language
+
+    parts = split_by_language(random_results(0))
+    parts["fr"] = [replace(r, model_id="older") for r in parts["fr"]]
+    with pytest.raises(StaleResultsError, match="teacher on dev: languages scored different"):
+        merge_results(parts.values(), ["teacher", "student"], ["dev", "ood"])
+    with pytest.raises(StaleResultsError, match="pairs this evaluation does not have"):
+        merge_results(parts.values(), ["teacher"], ["dev", "ood"])

@@ -79,18 +79,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
-def evaluate_params(project: Path, out: str) -> Path:
+def evaluate_params(project: Path, out: str, **evaluate: object) -> Path:
     path = project_params(project, project / "teacher")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     raw["student"].update(out_dir=str(project / "student"), dev_fraction=DEV_FRACTION)
     raw["evaluate"] = {
         "out_dir": str(project / out),
         "models": ["teacher", "student"],
+        "languages": list(LANGUAGES),
         "extra_sets": {"ood": str(project / "ood")},
         "max_new_tokens": 6,
         "max_clips_per_language": 2,
         "device": "cpu",
-    }
+    } | evaluate
+    raw["experts"]["out_dir"] = str(project / "experts")  # none trained: the shared path
     path = project / f"params-{out}.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
@@ -168,3 +170,104 @@ def test_prepare_hook_runs_before_each_language(project: Path) -> None:
     assert calls == list(LANGUAGES)
     assert [r.language for r in results] == sorted(c.language for c in clips)
     assert all(r.tokens <= 4 and r.decode_s > 0 and r.audio_s > 0 for r in results)
+
+
+TIMINGS = {"rtf", "tokens_per_s", "peak_memory_mb"}
+
+
+def without_timings(value: object) -> object:
+    """Metrics with the measures that depend on the clock (or the process) left out."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    return value
+
+
+def test_per_language_stages_merge_into_the_one_process_metrics(project: Path) -> None:
+    """evaluate-lang@en, evaluate-lang@fr, evaluate-experts@fr and the evaluate stage give the
+    metrics of one process (speed aside: the clock differs), with the experts model too."""
+    from distilflow.eval_results import results_path
+    from distilflow.eval_stage import run_evaluation, run_language, run_report
+
+    models = {"models": ["teacher", "student", "experts"]}
+    one = load_params(evaluate_params(project, "one", **models))
+    raw = yaml.safe_load(evaluate_params(project, "fanout", **models).read_text(encoding="utf-8"))
+    raw["experts"]["languages"] = ["fr"]  # fr's experts model gets its own stage
+    path = project / "params-fanout.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    params = load_params(path)
+    paths = [run_language(params, project / "cache", lang) for lang in LANGUAGES]
+    paths.append(run_language(params, project / "cache", "fr", "experts"))
+    assert paths[-1] == results_path(params.evaluate.out_dir, "experts", "fr")
+    record = json.loads(paths[-1].read_text(encoding="utf-8"))
+    assert record["language"] == "fr" and {r["model"] for r in record["results"]} == {"experts"}
+    en = json.loads(paths[0].read_text(encoding="utf-8"))
+    assert {r["model"] for r in en["results"]} == {"teacher", "student", "experts"}
+    assert {c["language"] for r in en["results"] for c in r["clips"]} == {"en"}
+    assert en["lineage"]["params_hash"] and en["lineage"]["git_commit"]
+    fr = json.loads(paths[1].read_text(encoding="utf-8"))
+    assert {r["model"] for r in fr["results"]} == {"teacher", "student"}  # experts: its stage
+    merged, _ = run_report(params, project / "cache")
+    whole, _ = run_evaluation(one, project / "cache")
+    assert without_timings(merged) == without_timings(whole)
+    assert set(merged["models"]) == {"teacher", "student", "experts"}
+    assert all(m["peak_memory_mb"] > 0 for m in merged["models"].values())
+    transcripts = (project / "fanout" / "transcripts.jsonl").read_text().splitlines()
+    assert len(transcripts) == 3 * 2 * 4  # models x sets x clips
+
+
+def test_the_report_refuses_stale_or_missing_languages(project: Path) -> None:
+    from distilflow.eval_results import StaleResultsError, results_path
+    from distilflow.eval_stage import run_language, run_report
+
+    params = load_params(evaluate_params(project, "stale"))
+    with pytest.raises(FileNotFoundError, match="run its per-language evaluation stage"):
+        run_report(params, None)
+    for lang in LANGUAGES:
+        run_language(params, None, lang)
+    other = load_params(evaluate_params(project, "stale", max_new_tokens=5))
+    with pytest.raises(StaleResultsError, match="re-run the per-language stage of en"):
+        run_report(other, None)
+    fr = results_path(params.evaluate.out_dir, "languages", "fr")
+    record = json.loads(fr.read_text(encoding="utf-8"))
+    record["results"][0]["clips"] = record["results"][0]["clips"][:1]  # a clip short
+    fr.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(StaleResultsError, match=r"teacher on dev: .*\['fr'\]"):
+        run_report(params, None)
+
+
+def test_a_language_without_clips_writes_empty_results(project: Path) -> None:
+    from distilflow.eval_stage import run_language
+
+    raw = yaml.safe_load(evaluate_params(project, "empty").read_text(encoding="utf-8"))
+    raw["evaluate"]["languages"] = ["en", "fr", "es"]
+    path = project / "params-empty.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    (project / "filtered" / "manifests" / "es.parquet").write_bytes(
+        (project / "filtered" / "manifests" / "fr.parquet").read_bytes()
+    )
+    pd.read_parquet(project / "filtered" / "manifests" / "es.parquet").iloc[:0].to_parquet(
+        project / "filtered" / "manifests" / "es.parquet"
+    )
+    try:
+        out = run_language(load_params(path), None, "es")
+        record = json.loads(out.read_text(encoding="utf-8"))
+        assert record["results"] == [] and record["sets"] == {}
+    finally:
+        (project / "filtered" / "manifests" / "es.parquet").unlink()
+
+
+def test_language_flows_and_report_flow_on_a_dask_cluster(
+    prefect_harness: None, project: Path
+) -> None:
+    """The per-language flow's pairs mapped over a local Dask cluster, then the report flow."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows.evaluate import evaluate_language_flow, evaluate_report_flow
+
+    path = str(evaluate_params(project, "dask"))
+    runner = DaskTaskRunner(
+        cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 1}
+    )
+    for lang in LANGUAGES:
+        evaluate_language_flow.with_options(task_runner=runner)(path, lang)
+    check_outputs(project / "dask", evaluate_report_flow(path))
