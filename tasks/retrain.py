@@ -4,9 +4,9 @@ DVC decides what is stale: a full run is ``dvc repro`` (of ``retrain.full_stages
 stage); a run for some languages reproduces, one stage at a time and without recursing into the
 stages it does not name, ingest → label → filter → ``experts@<lang>``, ``evaluate-lang@<lang>``
 and ``evaluate-experts@<lang>`` of those languages → evaluate (every language's results merged;
-the other languages are not re-scored) → register. The student is not among them: new clips of one language must not retrain
-every language's experts; the student learns them at the next full run, and ``dvc status`` shows
-it stale until then.
+the other languages are not re-scored) → register. The student is not among them: new clips of
+one language must not retrain every language's experts; the student learns them at the next full
+run, and ``dvc status`` shows it stale until then.
 """
 
 from __future__ import annotations
