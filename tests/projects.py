@@ -69,8 +69,12 @@ def make_project(tmp_path: Path, experts_languages: tuple[str, ...] = ("en", "fr
     # a language with too few clips has its stage record why and train nothing
     raw["experts"].update(SHORT_TRAINING, languages=list(experts_languages), rank=2, gate_width=4)
     # one clip survives the filter and trains the student: evaluate on a held-out folder
+    # the corpus's languages only: each evaluation stage is a process start of its own
     raw["evaluate"].update(
-        max_new_tokens=4, max_clips_per_language=2, extra_sets={"heldout": "heldout"}
+        max_new_tokens=4,
+        max_clips_per_language=2,
+        extra_sets={"heldout": "heldout"},
+        languages=sorted({"en", "fr", *experts_languages}),
     )
     raw["export"].update(verify_clips=2, max_new_tokens=4, max_wer_vs_torch=100.0)
     accept_random_labels(raw, tmp_path)

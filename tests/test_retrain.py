@@ -226,7 +226,7 @@ def schedule_soon(proj: Path, seconds: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # two retrains of 16 and 8 stages: about 11 min on 2 busy cores
+@pytest.mark.timeout(1200)  # two retrains of 13 and 8 stages: 6-10 min on 2 busy cores
 def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
@@ -285,7 +285,7 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
                 "student",
                 "experts@en",
                 "experts@fr",
-                *(f"evaluate-lang@{lang}" for lang in ("en", "es", "fr", "it", "ru")),
+                *(f"evaluate-lang@{lang}" for lang in ("en", "fr")),
                 "evaluate-experts@en",
                 "evaluate-experts@fr",
                 "evaluate",
