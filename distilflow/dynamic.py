@@ -20,8 +20,11 @@ masked MSE) are at the top.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -150,6 +153,22 @@ def audio_context_of(model_or_config: Any) -> tuple[AudioContext, float | None]:
         raise ValueError(f"unknown audio_context {kind!r} in the model's {RECORD} record")
     multiple = record.get("context_multiple_s")
     return kind, (float(multiple) if multiple is not None else None)
+
+
+def audio_context_of_dir(model_dir: Path | str) -> tuple[AudioContext, float | None]:
+    """(kind, rounding step) of a saved model, from its ``config.json`` alone (nothing loaded)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return audio_context_of(SimpleNamespace(**{RECORD: config.get(RECORD)}))
+
+
+def describe_audio_context(kind: str, multiple_s: float | None) -> str:
+    """One line for model cards and reports."""
+    if kind == DYNAMIC:
+        return (
+            f"dynamic (the encoder reads the clip's own length, rounded up to {multiple_s:g} s, "
+            "not a padded 30 s window)"
+        )
+    return "padded (Whisper's 30 s window)"
 
 
 def is_dynamic(model: Any) -> bool:

@@ -185,3 +185,20 @@ def test_consumer_loads_and_transcribes_a_dynamic_student(tmp_path: Path) -> Non
     many = consumer.transcribe_many(clips, "fr", max_new_tokens=4, batch_size=2)
     assert many[0] == text
     assert len(many) == 3 and all(isinstance(t, str) for t in many)
+
+
+def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: Path) -> None:
+    from distilflow.dynamic import audio_context_of_dir, describe_audio_context
+    from distilflow.export import export_ct2
+    from distilflow.model_card import CardInfo, render_model_card
+    from distilflow.student import save_student
+
+    model, processor = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    save_student(model, processor, tmp_path / "model", {})
+    assert audio_context_of_dir(tmp_path / "model") == ("dynamic", 1.0)
+    with pytest.raises(ValueError, match="dynamic-context student cannot be exported"):
+        export_ct2(tmp_path / "model", tmp_path / "ct2")
+    line = describe_audio_context(*audio_context_of_dir(tmp_path / "model"))
+    card = render_model_card(CardInfo("m", "1", "student", {"fr": 0.1}, {}, audio_context=line))
+    assert "Audio context: dynamic" in card and "1 s" in card
