@@ -125,6 +125,11 @@ class StudentConfig:
     device: str  # auto | cpu | cuda | cuda:N (with processes: 1)
     processes: int  # 1: train in the flow's process; N: N ranks (one per GPU) via torchrun
     progress: bool
+    # padded: the encoder reads Whisper's 30 s window; dynamic: the clip's own length, rounded
+    # up to context_multiple_s (distilflow/dynamic.py). Defaults keep older configs valid.
+    audio_context: Literal["padded", "dynamic"] = "padded"
+    context_multiple_s: float = 1.0  # dynamic: rounding step of the encoder's input (x 0.02 s)
+    encoder_mse: float = 0.0  # dynamic: weight of MSE(student, teacher encoder) on real frames
 
 
 @dataclass(frozen=True)
@@ -346,8 +351,17 @@ def _check(params: Params, source: Path) -> None:
             raise ConfigError(f"{source}: student.{name}: must be at least 1")
     if not 0 < st.dev_fraction < 1:
         raise ConfigError(f"{source}: student.dev_fraction: must be in (0, 1)")
-    if st.cache_encoder and not st.freeze_encoder:
+    if st.cache_encoder and not st.freeze_encoder and st.audio_context == "padded":
+        # a dynamic student never reads the cache: it caches only the padded teacher's states
         raise ConfigError(f"{source}: student.cache_encoder: needs student.freeze_encoder: true")
+    step = st.context_multiple_s * 100  # log-mel frames; the encoder halves them
+    if not (step >= 2 and abs(step - round(step)) < 1e-6 and round(step) % 2 == 0):
+        raise ConfigError(
+            f"{source}: student.context_multiple_s: must be a positive multiple of 0.02 s, "
+            f"got {st.context_multiple_s}"
+        )
+    if not st.encoder_mse >= 0:
+        raise ConfigError(f"{source}: student.encoder_mse: must be >= 0")
     _check_experts(params.experts, source)
     _check_evaluate(params.evaluate, source)
     _check_export(params.export, source)

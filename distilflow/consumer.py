@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from distilflow.audio import CHUNK_SECONDS, SAMPLE_RATE, Decoded, to_mono_16k
+from distilflow.audio import N_SAMPLES_CHUNK, SAMPLE_RATE, Decoded, to_mono_16k
+from distilflow.dynamic import apply_audio_context, fit_features, generate_inputs, length_batches
 
 EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
 
@@ -38,6 +39,13 @@ def route_experts(model: Any, experts_dir: Path, language: str | None) -> None:
 
 
 ExpertsRouter = Callable[[Any, Path, str | None], None]
+
+
+def windows(pcm: np.ndarray, size: int = N_SAMPLES_CHUNK) -> list[np.ndarray]:
+    """Consecutive windows of at most ``size`` samples (one 30 s window for short audio). Pure."""
+    if pcm.size == 0:
+        return [pcm]
+    return [pcm[i : i + size] for i in range(0, pcm.size, size)]
 
 
 @dataclass
@@ -63,22 +71,31 @@ class RegisteredWhisper:
         processor = WhisperProcessor.from_pretrained(
             str(directory), local_files_only=True, trust_remote_code=False
         )
+        apply_audio_context(model)  # a dynamic-context student: its encoder reads the clip only
         model.eval()  # type: ignore[no-untyped-call]
         experts = directory / EXPERTS_DIR
         return cls(model, processor, directory, experts if experts.is_dir() else None)
 
-    def features(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
-        """Log-mel features of one clip (mono or (n, channels), any rate; at most 30 s)."""
+    def pcm(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """16 kHz mono float32 samples of ``audio`` (mono or (n, channels), any rate)."""
         samples = np.asarray(audio, dtype=np.float32)
         if samples.ndim not in (1, 2):
             raise ValueError(f"audio must be 1-D (or (n, channels)), got shape {samples.shape}")
-        pcm = to_mono_16k(Decoded(samples, int(sampling_rate)))
-        if pcm.size > CHUNK_SECONDS * SAMPLE_RATE:
-            raise ValueError(
-                f"audio is {pcm.size / SAMPLE_RATE:.1f} s; at most {CHUNK_SECONDS} s per call"
-            )
+        return to_mono_16k(Decoded(samples, int(sampling_rate)))
+
+    def features(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """Log-mel features of one clip of at most 30 s (what ``transcribe`` feeds the model)."""
+        pcm = self.pcm(audio, sampling_rate)
+        if pcm.size > N_SAMPLES_CHUNK:
+            raise ValueError(f"audio is {pcm.size / SAMPLE_RATE:.1f} s; at most 30 s a window")
+        return self.batch_features([pcm])
+
+    def batch_features(self, pcms: list[np.ndarray]) -> torch.Tensor:
+        """Log-mel features of 16 kHz windows of at most 30 s: Whisper's padded window, cut to
+        the longest window's length (rounded up) for a dynamic-context student."""
         fe = self.processor.feature_extractor
-        out: torch.Tensor = fe(pcm, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        out: torch.Tensor = fe(pcms, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        out = fit_features(self.model, out, [p.size for p in pcms])
         return out.to(self.model.device, self.model.dtype)
 
     @torch.no_grad()
@@ -89,15 +106,45 @@ class RegisteredWhisper:
         sampling_rate: int = SAMPLE_RATE,
         max_new_tokens: int | None = None,
     ) -> str:
-        """Greedy transcript of one clip; ``language`` (e.g. "fr") forced, None: detected."""
+        """Greedy transcript of one clip; ``language`` (e.g. "fr") forced, None: detected.
+
+        Audio longer than 30 s is cut into consecutive 30 s windows, transcribed as a batch;
+        the windows' transcripts are joined with a space.
+        """
+        return self.transcribe_many([audio], language, sampling_rate, max_new_tokens)[0]
+
+    @torch.no_grad()
+    def transcribe_many(
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        sampling_rate: int = SAMPLE_RATE,
+        max_new_tokens: int | None = None,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Greedy transcripts of several clips in one language, batched by length buckets.
+
+        Each clip is cut into 30 s windows; windows of similar length are decoded together
+        (a dynamic-context student then reads only as many frames as the longest of them).
+        """
         if self.experts_dir is not None:
             self.router(self.model, self.experts_dir, language)
-        ids = self.model.generate(
-            self.features(audio, sampling_rate),
-            language=language,
-            task="transcribe",
-            max_new_tokens=max_new_tokens or self.max_new_tokens,
-        )
+        pieces = [(i, w) for i, a in enumerate(audios) for w in windows(self.pcm(a, sampling_rate))]
+        texts = [""] * len(pieces)
         tokenizer = self.processor.tokenizer
-        text: str = tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
-        return text.strip()
+        for batch in length_batches([w.size for _, w in pieces], batch_size):
+            features = self.batch_features([pieces[j][1] for j in batch])
+            ids = self.model.generate(
+                **generate_inputs(self.model, features),
+                language=language,
+                task="transcribe",
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+            )
+            decoded = tokenizer.batch_decode(ids, skip_special_tokens=True)
+            for j, text in zip(batch, decoded, strict=True):
+                texts[j] = str(text).strip()
+        joined: list[list[str]] = [[] for _ in audios]
+        for (i, _), text in zip(pieces, texts, strict=True):
+            if text:
+                joined[i].append(text)
+        return [" ".join(parts) for parts in joined]

@@ -18,12 +18,14 @@ import torch
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import StudentConfig, section_hash
+from distilflow.dynamic import DYNAMIC, set_audio_context
+from distilflow.dynamic_train import DynamicLoss, DynamicStudentStates
 from distilflow.encoder_cache import EncoderCache, fill, module_hash
 from distilflow.evaluate import EvalClip, evaluate_model, macro_mean
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.models.convert import atomic_dir
 from distilflow.teacher import pick_device
-from distilflow.train import Tracker, Trainer, TrainExample
+from distilflow.train import StatesFn, Tracker, Trainer, TrainExample
 from distilflow.train_data import (
     decoder_example,
     load_training_examples,
@@ -146,6 +148,9 @@ def distil(
     student, layer_ids = make_student_for(cfg, teacher, cache_dir)
     student = student.to(device)
     student.model.encoder.requires_grad_(not cfg.freeze_encoder)
+    set_audio_context(student, cfg.audio_context, cfg.context_multiple_s)
+    if cfg.audio_context == DYNAMIC:  # sliced, never trained: positions past the clip stay intact
+        student.model.encoder.embed_positions.requires_grad_(False)
 
     df = load_training_examples(filtered_dir, None)
     if df.empty:
@@ -166,8 +171,15 @@ def distil(
     )
     states = EncoderStates(teacher.model.encoder, processor.feature_extractor, paths, cache, device)
     computed = states.warm(list(paths), cfg.progress)
-    student_states: EncoderStates | None = None
-    if not cfg.freeze_encoder:
+    student_states: StatesFn | None = None
+    loss_fn: DynamicLoss | None = None
+    if cfg.audio_context == DYNAMIC:
+        encoder, fe = student.model.encoder, processor.feature_extractor
+        dynamic_states = DynamicStudentStates(encoder, fe, paths, cfg.context_multiple_s, device)
+        student_states, loss_fn = dynamic_states, DynamicLoss(cfg, teacher, states, dynamic_states)
+        lengths = dict(zip(df["hash"], df["duration_s"], strict=True))
+        dev.sort(key=lambda c: float(lengths[c.hash]))  # length buckets (evaluate keeps order)
+    elif not cfg.freeze_encoder:
         student_states = TrainableEncoderStates(
             student.model.encoder, processor.feature_extractor, paths, None, device
         )
@@ -197,6 +209,7 @@ def distil(
         fingerprint,
         device,
         accelerator,
+        loss_fn=loss_fn,
     )
     resumed = trainer.try_resume()
     teacher_wer: dict[str, float] = {}
@@ -215,6 +228,7 @@ def distil(
         },
         "student": {
             "decoder_layers_from_teacher": layer_ids,
+            "audio_context": cfg.audio_context,
             "parameters": count_parameters(student),
             "best_step": state.best_step,
             "dev_wer": state.best_wer,

@@ -20,6 +20,8 @@ import torch
 from distilflow.atomic import atomic_write_json
 from distilflow.config import ExpertsConfig, section_hash
 from distilflow.distill import EncoderStates, TrainableEncoderStates, build_examples
+from distilflow.dynamic import audio_context_of
+from distilflow.dynamic_train import DynamicStudentStates
 from distilflow.encoder_cache import EncoderCache, module_hash
 from distilflow.evaluate import EvalClip, evaluate_model
 from distilflow.expert_loss import ExpertLoss, encoder_frames
@@ -114,7 +116,7 @@ class LanguageRun:
     train: list[Any]
     dev: list[EvalClip]
     teacher_states: EncoderStates
-    student_states: EncoderStates
+    student_states: EncoderStates | DynamicStudentStates  # dynamic: on each clip's own length
     durations: dict[str, float]
     texts: dict[str, str]  # reference (else pseudo-label) of each clip: what L2S's text model reads
     base_fingerprint: str
@@ -154,7 +156,11 @@ def setup(
     t_states = EncoderStates(teacher.model.encoder, fe, paths, t_cache, device)
     s_hash = module_hash(student.model.encoder)
     s_cache = EncoderCache(cache_dir / "encoder", s_hash)
+    s_states: EncoderStates | DynamicStudentStates
     s_states = EncoderStates(student.model.encoder, fe, paths, s_cache, device)
+    kind, multiple = audio_context_of(student)
+    if kind == "dynamic":  # the encoder reads each batch's own length: nothing to cache
+        s_states = DynamicStudentStates(student.model.encoder, fe, paths, multiple or 1.0, device)
     return LanguageRun(
         language,
         teacher,

@@ -25,6 +25,7 @@ from typing import Any
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.atomic import atomic_write_json
+from distilflow.dynamic import DYNAMIC, audio_context_of_dir
 from distilflow.export_verify import (
     ClipComparison,
     VerifyClip,
@@ -109,6 +110,13 @@ def _stage(model: WhisperPair, staging: Path) -> Path:
 def _check_source(src: Path) -> None:
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src}: no config.json, not a transformers model directory")
+    if audio_context_of_dir(src)[0] == DYNAMIC:
+        raise ValueError(
+            f"{src}: a dynamic-context student cannot be exported to CTranslate2: its Whisper "
+            "encoder (and faster-whisper) always reads a full 30 s window, on which this student "
+            "was not trained. Export a student with student.audio_context: padded, or serve this "
+            "one with transformers (distilflow.registry.load_registered)."
+        )
     if not any(src.glob("*.safetensors")):
         raise FileNotFoundError(f"{src}: no safetensors weights (pickled weights are refused)")
     if not (src / "tokenizer.json").is_file():

@@ -25,6 +25,7 @@ class CardInfo:
     lineage: Mapping[str, Any]  # git_commit, params_hash, input_hash, teacher_id, ...
     data: Mapping[str, Any] = field(default_factory=dict)  # train/dev clip counts, teacher, ...
     decision: Decision | None = None
+    audio_context: str = "padded (Whisper's 30 s window)"  # dynamic.describe_audio_context
 
 
 def _fmt(value: float | None) -> str:
@@ -99,6 +100,8 @@ def render_model_card(info: CardInfo) -> str:
         f"# {info.model_name}{version}",
         "",
         f"Kind: `{info.kind}`. A Whisper model distilled by distilflow (Distil-Whisper).",
+        "",
+        f"Audio context: {info.audio_context}.",
         "",
         "## Data",
         *_data_lines(info.data),

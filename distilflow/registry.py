@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from distilflow.config import RegistryConfig, TrackingConfig
+from distilflow.dynamic import audio_context_of_dir, describe_audio_context
 from distilflow.model_card import CardInfo, render_model_card
 from distilflow.promotion import Decision, clean_scores, decide
 
@@ -237,6 +238,11 @@ def pip_requirements() -> list[str]:
 def lineage_tags(cand: Candidate) -> dict[str, str]:
     """Tags of the run and the version: kind and lineage (None values as "unknown")."""
     tags = {"kind": cand.kind, "wer": json.dumps(clean_scores(cand.wer), sort_keys=True)}
+    kind, multiple = audio_context_of_dir(cand.model_dir)
+    tags |= {
+        "audio_context": kind,
+        "context_multiple_s": "none" if multiple is None else str(multiple),
+    }
     tags |= {str(k): "unknown" if v is None else str(v)[:MAX_TAG] for k, v in cand.lineage.items()}
     return tags
 
@@ -318,7 +324,14 @@ def register_model_dir(
         aliases = _set_aliases(client, cfg.model_name, version, decision.promote)
         card = render_model_card(
             CardInfo(
-                cfg.model_name, version, cand.kind, cand.wer, cand.lineage, cand.data, decision
+                cfg.model_name,
+                version,
+                cand.kind,
+                cand.wer,
+                cand.lineage,
+                cand.data,
+                decision,
+                describe_audio_context(*audio_context_of_dir(cand.model_dir)),
             )
         )
         mlflow.log_text(card, "model_card.md")

@@ -36,6 +36,8 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from distilflow.dynamic import generate_inputs
+
 TASK = "transcribe"
 
 
@@ -49,7 +51,8 @@ def greedy_generate(
     features = _check_features(model, input_features)
     with _scoped_generation_config(model) as gen:
         _prompt(gen, language)  # validates the language
-        out = model.generate(features, **_greedy_kwargs(gen, language, max_new_tokens))
+        inputs = generate_inputs(model, features)  # a dynamic student: its encoder's outputs
+        out = model.generate(**inputs, **_greedy_kwargs(gen, language, max_new_tokens))
     return _text_tokens(out, gen)
 
 

@@ -165,12 +165,14 @@ def save_student(
 
     One atomic directory publish, as ``save_whisper`` does; refuses an existing ``dst``. The side
     file holds the config's provenance record (``layer_ids``, ``teacher_layers``, ``teacher_id``,
-    null when unknown) updated with ``info`` (``info`` wins on a shared key).
+    null when unknown; ``audio_context``: padded or dynamic, and its ``context_multiple_s``)
+    updated with ``info`` (``info`` wins on a shared key).
     """
     dst = Path(dst)
     if dst.exists():
         raise FileExistsError(f"{dst} already exists; refusing to overwrite it")
-    record = {"layer_ids": None, "teacher_layers": None, "teacher_id": None}
+    record: dict[str, Any] = {"layer_ids": None, "teacher_layers": None, "teacher_id": None}
+    record |= {"audio_context": "padded", "context_multiple_s": None}  # see dynamic.py
     record |= dict(getattr(model.config, RECORD, None) or {}) | dict(info)
     text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     with atomic_dir(dst) as tmp:

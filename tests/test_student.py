@@ -168,6 +168,8 @@ def test_save_and_load_round_trip(
         "layer_ids": ids,
         "teacher_layers": TEACHER_LAYERS,
         "teacher_id": None,  # tiny_whisper has no name or path
+        "audio_context": "padded",  # unrecorded on the config: Whisper's 30 s window
+        "context_multiple_s": None,
         "step": 7,
         "dev_wer": 0.5,
     }
@@ -192,4 +194,10 @@ def test_info_overrides_the_record_and_unknown_provenance_is_null(
     assert json.loads((dst / SIDE_FILE).read_text(encoding="utf-8"))["teacher_id"] == "sha256:abc"
     dst = save_student(model, processor, tmp_path / "b", {})  # not made by make_student
     side = json.loads((dst / SIDE_FILE).read_text(encoding="utf-8"))
-    assert side == {"layer_ids": None, "teacher_layers": None, "teacher_id": None}
+    assert side == {
+        "layer_ids": None,
+        "teacher_layers": None,
+        "teacher_id": None,
+        "audio_context": "padded",
+        "context_multiple_s": None,
+    }

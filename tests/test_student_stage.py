@@ -181,3 +181,60 @@ def test_student_flow_with_two_processes(
         experiment_names=["distilflow"], filter_string="params.`student.processes` = '2'"
     )
     assert len(runs) == 1  # one tracked run, not one per rank
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.append(metrics)
+
+
+def test_dynamic_context_student_trains_and_records_its_kind(
+    prepared: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    """audio_context: dynamic trains the encoder on the clips' own lengths, with encoder MSE."""
+    import json
+
+    from distilflow.distill import distil
+    from distilflow.dynamic import DynamicWhisperEncoder, audio_context_of
+    from distilflow.models import load_whisper
+
+    out = tmp_path / "dynamic"
+    kw = {"audio_context": "dynamic", "freeze_encoder": False, "encoder_mse": 1.0}
+    params = load_params(student_params(prepared, tiny_teacher, out_dir=str(out), **kw))
+    tracker = Recorder()
+    report = distil(
+        params.student, Path(params.filter.out_dir), str(tiny_teacher), prepared / "cache", tracker
+    )
+    assert report["steps"] == 6 and report["student"]["audio_context"] == "dynamic"
+    train = [m for m in tracker.metrics if "train/encoder_mse" in m]
+    assert len(train) == 6 and all(m["train/context_frames"] < 1500 for m in train)
+    side = json.loads((out / "model" / "distilflow_student.json").read_text(encoding="utf-8"))
+    assert side["audio_context"] == "dynamic" and side["context_multiple_s"] == 1.0
+    loaded = load_whisper(str(out / "model")).model
+    assert audio_context_of(loaded) == ("dynamic", 1.0)
+    assert isinstance(loaded.model.encoder, DynamicWhisperEncoder)
+    teacher = load_whisper(str(tiny_teacher)).model
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(
+            loaded.model.encoder.layers.parameters(),
+            teacher.model.encoder.layers.parameters(),
+            strict=True,
+        )
+    )
+    assert changed  # the encoder trained
+    assert torch.equal(
+        loaded.model.encoder.embed_positions.weight, teacher.model.encoder.embed_positions.weight
+    )
+
+
+def test_padded_student_records_its_kind(prepared: Path) -> None:
+    import json
+
+    side = prepared / "student" / "model" / "distilflow_student.json"
+    if not side.exists():
+        pytest.skip("the flow test did not run first")
+    assert json.loads(side.read_text(encoding="utf-8"))["audio_context"] == "padded"

@@ -1,0 +1,204 @@
+"""Dynamic audio context on tiny random Whispers: the math, the encoder, saving, decoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import WhisperForConditionalGeneration
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from distilflow.dynamic import (
+    DynamicWhisperEncoder,
+    apply_audio_context,
+    audio_context_of,
+    context_frames,
+    fit_features,
+    frames_per_multiple,
+    generate_inputs,
+    is_dynamic,
+    length_batches,
+    masked_mse,
+    real_positions,
+    set_audio_context,
+)
+from distilflow.testing import tiny_whisper
+
+
+def features(batch: int = 1, frames: int = 3000, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 80, frames, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    ("duration", "multiple", "frames"),
+    [
+        (2.7, 1.0, 300),
+        (3.0, 1.0, 300),  # an exact multiple is not rounded further
+        (3.01, 1.0, 400),
+        (0.0, 1.0, 100),  # at least one step
+        (0.3, 0.5, 50),
+        (2.71, 0.02, 272),
+        (29.5, 1.0, 3000),
+        (45.0, 1.0, 3000),  # never past the 30 s window
+        (29.5, 7.0, 3000),  # 35 s rounded, capped
+    ],
+)
+def test_context_frames(duration: float, multiple: float, frames: int) -> None:
+    assert context_frames(duration, multiple) == frames
+    assert frames % 2 == 0
+
+
+@pytest.mark.parametrize("multiple", [0.0, -1.0, 0.01, 0.03, 0.015])
+def test_rounding_step_must_be_a_multiple_of_20_ms(multiple: float) -> None:
+    with pytest.raises(ValueError, match=r"0\.02"):
+        frames_per_multiple(multiple)
+
+
+def test_real_positions_and_length_batches() -> None:
+    assert real_positions(16_000) == 50 and real_positions(16_001) == 51
+    assert real_positions(0) == 1 and real_positions(16_000 * 60) == 1500
+    assert length_batches([5, 1, 3, 1, 9], 2) == [[1, 3], [2, 0], [4]]
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError):
+        length_batches([1], 0)
+
+
+def test_masked_mse_counts_real_positions_only() -> None:
+    student = torch.zeros(2, 4, 3)
+    teacher = torch.zeros(2, 6, 3)
+    teacher[0, :2] = 1.0  # clip 0: 2 real positions, both off by 1
+    teacher[0, 2:] = 100.0  # padding: ignored
+    teacher[1, :] = 2.0  # clip 1: 4 real positions (of 5, cut to the student's 4), off by 2
+    mse = masked_mse(student, teacher, [2, 5])
+    expected = (2 * 3 * 1.0 + 4 * 3 * 4.0) / (6 * 3)
+    assert torch.isclose(mse, torch.tensor(expected))
+    grad = torch.zeros(1, 2, 3, requires_grad=True)
+    masked_mse(grad, torch.ones(1, 2, 3), [1]).backward()
+    assert grad.grad is not None and grad.grad[0, 1].abs().sum() == 0  # no gradient on padding
+    with pytest.raises(ValueError):
+        masked_mse(torch.zeros(1, 5, 3), torch.zeros(1, 4, 3), [1])
+
+
+def test_full_window_equals_the_stock_encoder_exactly() -> None:
+    model, _ = tiny_whisper(seed=1)
+    x = features(2)
+    with torch.no_grad():
+        stock = model.model.encoder(x).last_hidden_state
+        set_audio_context(model, "dynamic", 1.0)
+        assert isinstance(model.model.encoder, DynamicWhisperEncoder)
+        assert torch.equal(model.model.encoder(x).last_hidden_state, stock)
+        short = model.model.encoder(x[..., :300]).last_hidden_state
+    assert short.shape == (2, 150, 64)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        model.model.encoder(x[..., :301])
+    with pytest.raises(ValueError):
+        model.model.encoder(features(1, 3002))
+
+
+def test_short_input_sees_only_its_positions() -> None:
+    """The first positions of a short input do not depend on frames beyond it (no leakage)."""
+    model, _ = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    x = features(1)
+    y = x.clone()
+    y[..., 200:] = 0.0
+    with torch.no_grad():
+        a = model.model.encoder(x[..., :200]).last_hidden_state
+        b = model.model.encoder(y[..., :200]).last_hidden_state
+    assert torch.equal(a, b)
+
+
+def test_kind_survives_save_and_load_without_remote_code(tmp_path: Path) -> None:
+    model, _ = tiny_whisper(seed=1)
+    assert audio_context_of(model) == ("padded", None) and not is_dynamic(model)
+    set_audio_context(model, "dynamic", 0.5)
+    model.save_pretrained(tmp_path)
+    stock = WhisperForConditionalGeneration.from_pretrained(tmp_path)
+    assert type(stock.model.encoder) is WhisperEncoder  # plain transformers: padded inputs only
+    assert audio_context_of(stock) == ("dynamic", 0.5)
+    apply_audio_context(stock)
+    assert isinstance(stock.model.encoder, DynamicWhisperEncoder)
+    set_audio_context(stock, "padded")
+    assert type(stock.model.encoder) is WhisperEncoder and not is_dynamic(stock)
+    with pytest.raises(ValueError, match="context_multiple_s"):
+        set_audio_context(stock, "dynamic")
+
+
+def test_generate_from_short_features_decodes_the_short_encoder_output() -> None:
+    model, _ = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    x = features(1)[..., :400]
+    kwargs = generate_inputs(model, x)
+    assert "encoder_outputs" in kwargs
+    assert kwargs["encoder_outputs"].last_hidden_state.shape[1] == 200
+    with torch.no_grad():
+        out = model.generate(**kwargs, language="fr", task="transcribe", max_new_tokens=5)
+        states = model.model.encoder(x).last_hidden_state
+        ids = torch.tensor([[model.generation_config.decoder_start_token_id]])
+        logits = model(encoder_outputs=(states,), decoder_input_ids=ids).logits
+    assert out.shape[0] == 1 and torch.isfinite(logits).all()
+    assert "input_features" in generate_inputs(model, features(1))  # a full window: unchanged
+
+
+def test_fit_features_cuts_only_dynamic_models() -> None:
+    model, _ = tiny_whisper(seed=1)
+    x = features(2)
+    assert fit_features(model, x, [16_000, 40_000]) is x
+    set_audio_context(model, "dynamic", 1.0)
+    assert fit_features(model, x, [16_000, 40_000]).shape[-1] == 300  # 2.5 s -> 3 s
+
+
+def test_consumer_loads_and_transcribes_a_dynamic_student(tmp_path: Path) -> None:
+    from distilflow.consumer import RegisteredWhisper, windows
+    from distilflow.models import load_whisper
+    from distilflow.student import save_student
+
+    model, processor = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    save_student(model, processor, tmp_path / "model", {})
+    consumer = RegisteredWhisper.from_dir(tmp_path / "model")
+    assert isinstance(consumer.model.model.encoder, DynamicWhisperEncoder)
+    loaded = load_whisper(str(tmp_path / "model")).model
+    assert isinstance(loaded.model.encoder, DynamicWhisperEncoder)
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16_000 * 2)).astype(np.float32)
+    assert consumer.features(audio).shape[-1] == 200
+    text = consumer.transcribe(audio, language="fr", max_new_tokens=4)
+    with torch.no_grad():
+        states = consumer.model.model.encoder(consumer.features(audio)).last_hidden_state
+        from transformers.modeling_outputs import BaseModelOutput
+
+        ids = consumer.model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
+            language="fr",
+            task="transcribe",
+            max_new_tokens=4,
+        )
+    assert text == processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+    # batched by length buckets and windowed: the same transcripts as one at a time
+    long = np.concatenate([audio] * 16)  # 32 s: two windows
+    assert [w.size for w in windows(long)] == [16_000 * 30, 16_000 * 2]
+    # sorted by length: [0.5 s, 2 s], [2 s (window 2 of long), 30 s]: each short batch reads 2 s
+    clips = [audio, long, audio[:8000]]
+    many = consumer.transcribe_many(clips, "fr", max_new_tokens=4, batch_size=2)
+    assert many[0] == text
+    assert len(many) == 3 and all(isinstance(t, str) for t in many)
+
+
+def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: Path) -> None:
+    from distilflow.dynamic import audio_context_of_dir, describe_audio_context
+    from distilflow.export import export_ct2
+    from distilflow.model_card import CardInfo, render_model_card
+    from distilflow.student import save_student
+
+    model, processor = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    save_student(model, processor, tmp_path / "model", {})
+    assert audio_context_of_dir(tmp_path / "model") == ("dynamic", 1.0)
+    with pytest.raises(ValueError, match="dynamic-context student cannot be exported"):
+        export_ct2(tmp_path / "model", tmp_path / "ct2")
+    line = describe_audio_context(*audio_context_of_dir(tmp_path / "model"))
+    card = render_model_card(CardInfo("m", "1", "student", {"fr": 0.1}, {}, audio_context=line))
+    assert "Audio context: dynamic" in card and "1 s" in card
