@@ -147,28 +147,49 @@ class DistilflowWhisper(PythonModel):
 
     def load_context(self, context):
         path = context.artifacts["whisper"]
+        try:  # where distilflow is installed: its consumer (experts, dynamic audio context)
+            from distilflow.consumer import RegisteredWhisper
+        except ImportError:
+            RegisteredWhisper = None
+        if RegisteredWhisper is not None:
+            self.impl = RegisteredWhisper.from_dir(path)
+            return
+        self.impl = None
         self.model = WhisperForConditionalGeneration.from_pretrained(
             path, use_safetensors=True, local_files_only=True, trust_remote_code=False
         ).eval()
+        record = getattr(self.model.config, "distilflow_student", None) or {}
+        if record.get("audio_context", "padded") != "padded":
+            raise RuntimeError(
+                f"{path}: a dynamic-audio-context student runs only with distilflow installed "
+                "(distilflow.registry.load_registered); plain transformers would pad it to 30 s"
+            )
         self.processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
+
+    def _plain(self, audio, language, max_new_tokens):
+        features = self.processor.feature_extractor(
+            np.asarray(audio, dtype=np.float32), sampling_rate=16000, return_tensors="pt"
+        ).input_features
+        with torch.no_grad():
+            ids = self.model.generate(
+                features, language=language or None, task="transcribe",
+                max_new_tokens=max_new_tokens,
+            )
+        return self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
     def predict(self, context, model_input, params=None):
         data = model_input.to_dict("list") if hasattr(model_input, "to_dict") else model_input
         audios = list(data["audio"])
         languages = list(data.get("language") or [None] * len(audios))
-        max_new_tokens = int((params or {}).get("max_new_tokens", 128))
+        tokens = int((params or {}).get("max_new_tokens", 128))
         out = []
         for audio, language in zip(audios, languages):
-            features = self.processor.feature_extractor(
-                np.asarray(audio, dtype=np.float32), sampling_rate=16000, return_tensors="pt"
-            ).input_features
-            with torch.no_grad():
-                ids = self.model.generate(
-                    features, language=language or None, task="transcribe",
-                    max_new_tokens=max_new_tokens,
-                )
-            text = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
-            out.append(text.strip())
+            samples = np.asarray(audio, dtype=np.float32)
+            if self.impl is not None:
+                text = self.impl.transcribe(samples, language or None, max_new_tokens=tokens)
+            else:
+                text = self._plain(samples, language, tokens)
+            out.append(text)
         return out
 
 

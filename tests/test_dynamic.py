@@ -202,3 +202,36 @@ def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: P
     line = describe_audio_context(*audio_context_of_dir(tmp_path / "model"))
     card = render_model_card(CardInfo("m", "1", "student", {"fr": 0.1}, {}, audio_context=line))
     assert "Audio context: dynamic" in card and "1 s" in card
+
+
+def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path) -> None:
+    """Registered like any student: the version's tags say its kind, and `load_registered` and
+    MLflow's generic pyfunc (distilflow installed) transcribe it as the consumer does."""
+    import mlflow
+
+    from distilflow.config import RegistryConfig, TrackingConfig
+    from distilflow.consumer import RegisteredWhisper
+    from distilflow.registry import Candidate, load_registered, register_model_dir
+    from distilflow.student import save_student
+
+    model, processor = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    save_student(model, processor, tmp_path / "model", {})
+    tracking = TrackingConfig(f"sqlite:///{tmp_path / 'mlflow.db'}", "dyn")
+    cfg = RegistryConfig("dyn-student", 0.02, str(tmp_path / "registry"))
+    reg = register_model_dir(tracking, cfg, Candidate(tmp_path / "model", {"fr": 0.5}, {}))
+    version = mlflow.MlflowClient(tracking.uri).get_model_version("dyn-student", reg.version)
+    assert version.tags["audio_context"] == "dynamic"
+    audio = (0.1 * np.random.default_rng(1).standard_normal(16_000 * 2)).astype(np.float32)
+    expected = RegisteredWhisper.from_dir(tmp_path / "model").transcribe(
+        audio, "fr", max_new_tokens=4
+    )
+    uri = "models:/dyn-student@champion"
+    loaded = load_registered(uri, tmp_path / "cache", tracking=tracking.uri)
+    assert isinstance(loaded.model.model.encoder, DynamicWhisperEncoder)
+    assert loaded.transcribe(audio, "fr", max_new_tokens=4) == expected
+    mlflow.set_tracking_uri(tracking.uri)
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    assert pyfunc.predict({"audio": [audio], "language": ["fr"]}, {"max_new_tokens": 4}) == [
+        expected
+    ]
