@@ -20,6 +20,7 @@ def frame(tmp_path: Path, langs: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "id": [f"{i}" for i in range(len(langs))],
+            "hash": [f"h{i}" for i in range(len(langs))],
             "language": langs,
             "path": ["ignored"] * len(langs),
             "audio_path": [str(audio)] * len(langs),
@@ -41,6 +42,16 @@ def test_round_trip_and_stale_removal(tmp_path: Path) -> None:
     assert len(back) == 3 and set(back["audio_path"]) == {
         str((tmp_path / "store" / "a.flac").resolve())
     }
+    # each language's lineage hashes its own clips: more French leaves en.parquet byte-identical
+    en_before = (tables / "en.parquet").read_bytes()
+    write_language_tables(
+        tables, frame(tmp_path, ["fr", "en", "fr", "fr"]), root, ["en", "fr", "it"], LINEAGE
+    )
+    assert (tables / "en.parquet").read_bytes() == en_before
+    assert (
+        read_lineage(tables / "fr.parquet")["input_hash"]
+        != read_lineage(tables / "en.parquet")["input_hash"]
+    )
     write_language_tables(tables, frame(tmp_path, ["en"]), root, ["en"], LINEAGE)
     assert sorted(p.stem for p in tables.glob("*.parquet")) == ["en"]  # fr and it were stale
     with pytest.raises(FileNotFoundError, match="no table for fr"):
