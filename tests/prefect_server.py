@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.stack import free_port, start_process, stop_process, tail, venv_bin, wait_http_ok
+from tests.stack import free_port, serving, start_process, stop_process, tail, venv_bin
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -31,13 +31,9 @@ def prefect_server(home: Path, log: Path, **env: str) -> Iterator[str]:
     ``env`` adds settings, e.g. ``PREFECT_API_DATABASE_CONNECTION_URL`` for PostgreSQL."""
     port = free_port()
     cmd = [venv_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    proc = start_process(cmd, prefect_env(home, **env), log)
     api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_http_ok(f"{api}/health", proc, log, timeout=90, what="prefect server")
+    with serving(cmd, prefect_env(home, **env), log, f"{api}/health", "prefect server", 90):
         yield api
-    finally:
-        stop_process(proc)
 
 
 @contextmanager

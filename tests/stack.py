@@ -139,3 +139,16 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
         proc.wait()
+
+
+@contextmanager
+def serving(
+    cmd: Sequence[str], env: Mapping[str, str], log: Path, health: str, what: str, timeout: float
+) -> Iterator[None]:
+    """A server process for the block: started, healthy at ``health``, then stopped."""
+    proc = start_process(cmd, env, log)
+    try:
+        wait_http_ok(health, proc, log, timeout=timeout, what=what)
+        yield
+    finally:
+        stop_process(proc)

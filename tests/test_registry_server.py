@@ -21,10 +21,8 @@ from tests.stack import (
     moto_s3,
     postgres_database,
     s3_client,
-    start_process,
-    stop_process,
+    serving,
     venv_bin,
-    wait_http_ok,
 )
 
 pytestmark = pytest.mark.postgres
@@ -55,13 +53,9 @@ def server(database: str, s3: str, tmp_path_factory: pytest.TempPathFactory) -> 
     cmd = [venv_bin("mlflow"), "server", "--backend-store-uri", database]
     cmd += ["--artifacts-destination", f"s3://{BUCKET}/distilflow", "--serve-artifacts"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    proc = start_process(cmd, env, log)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/health", proc, log, timeout=60, what="mlflow server")
+    with serving(cmd, env, log, f"{url}/health", "mlflow server", 60):
         yield url
-    finally:
-        stop_process(proc)
 
 
 def test_register_promote_and_load_through_server(
