@@ -48,9 +48,9 @@ def watch_flow(
     languages = None if found.needs_full_run else found.languages
     result["languages"] = languages
     print(f"watch: {len(found.new)} new clips, languages {languages or 'unknown: full run'}")
-    if inline:
-        record_handed_on(state_path, state, found.new, "inline")
+    if inline:  # recorded once the retrain succeeded: a failed one is retried next tick
         result["retrain"] = retrain_flow(str(root), languages)
+        record_handed_on(state_path, state, found.new, "inline")
         return result
     run_id = trigger_retrain(deployment, str(root), languages, [c.sha256 for c in found.new])
     record_handed_on(state_path, state, found.new, run_id)

@@ -243,9 +243,9 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
     ):
         env = project_env(proj, PREFECT_API_URL=url, PREFECT_HOME=str(home))
         init_repos(proj, env)
-        run_in(proj, env, PREFECT, "work-pool", "create", "distilflow", "--type", "process")
-        # the real prefect.yaml deploys as it is: weekly cron, interval watcher, one slot each
-        run_in(proj, env, PREFECT, "--no-prompt", "deploy", "--all")
+        # `distilflow deploy`: the process pool, then the real prefect.yaml as it is (weekly
+        # cron, interval watcher, one slot each)
+        run_in(proj, env, sys.executable, "-m", "flows.cli", "--project", str(proj), "deploy")
         with get_client(sync_client=True) as client:
             retrain = client.read_deployment_by_name("retrain/retrain")
             assert retrain.schedules[0].schedule.cron == "0 3 * * 0"  # type: ignore[union-attr]
