@@ -65,10 +65,10 @@ def scan(source: SourceConfig, seen: Iterable[str]) -> InboxScan:
     out = InboxScan()
     try:
         items = list(make_source(source).items())
-    except SourceError as exc:
+    except SourceError:
         if source.kind == "audiofolder" and not Path(source.uri).exists():
             return out  # no inbox folder yet: nothing has arrived
-        raise exc
+        raise
     new_hashes: set[str] = set()
     for item in items:
         try:
