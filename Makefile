@@ -3,31 +3,36 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
 
 .PHONY: install demo test lint clean
 
 # torch goes first, pinned: its CPU wheel is what the machine carries; any other order pulls
-# several GB of CUDA packages.
-$(STAMP): pyproject.toml
+# several GB of CUDA packages. The demo needs the package alone; tests and lint add [dev].
+$(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -e .
+	touch $(CORE)
 
-install: $(STAMP)
+$(DEV): $(CORE)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(DEV)
+
+install: $(DEV)
 
 ## demo: install, then run the whole pipeline (dvc repro under the retrain flow) on the embedded
 ## demo corpus (offline, SQLite/local)
-demo: install
+demo: $(CORE)
 	source $(BIN)/activate && distilflow run
 
 ## test: install, then run the whole test suite (slow real-weight tests included)
-test: install
+test: $(DEV)
 	$(BIN)/python -m pytest
 
-lint: install
+lint: $(DEV)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean:
