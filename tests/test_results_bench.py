@@ -140,7 +140,7 @@ def test_page_tables_and_anchors_state_the_figures() -> None:
     assert "1 min 01 s" in stage_table(figures["stages"])
     text = anchors(wer, figures["speed"], ["en", "fr"])
     assert "+0.0 WER points" in text and "1.25x" in text and "**Not met.**" in text
-    assert "experts best or tied in 1 of 1" in text
+    assert "or tied in 1 of 1 languages, better than the student alone in 0" in text
     page = render(figures, metrics, {"steps": 3, "best_step": 2}, None, Path("asterisk-dev"))
     assert "promoted" in page and "python -m bench.results c" in page
     assert not any(math.isnan(v) for v in wer["teacher"].values())
