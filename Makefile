@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CORE := $(VENV)/.installed-core
 DEV := $(VENV)/.installed-dev
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint results clean
 
 # torch goes first, pinned: its CPU wheel is what the machine carries; any other order pulls
 # several GB of CUDA packages. The demo needs the package alone; tests and lint add [dev].
@@ -31,6 +31,12 @@ demo: $(CORE)
 ## test: install, then run the whole test suite (slow real-weight tests included)
 test: $(DEV)
 	$(BIN)/python -m pytest
+
+## results: install, then regenerate docs/RESULTS.md from a corpus (about 1.5 h on 2 CPU cores):
+## make results CORPUS=../shared/data/asterisk-dev [WORK=dir]
+results: $(CORE)
+	@test -n "$(CORPUS)" || { echo "usage: make results CORPUS=path/to/audiofolder [WORK=dir]"; exit 2; }
+	$(BIN)/python -m bench.results "$(CORPUS)" $(if $(WORK),--work "$(WORK)")
 
 lint: $(DEV)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
