@@ -464,13 +464,16 @@ def render(
         f"{prov['command']}",
         "```",
         "",
-        "It runs every phase (about an hour and a half on 2 CPU cores; `--phases` runs some) in "
-        "`--work` (default `~/.cache/distilflow/results`): the pipeline in a copy of this project "
-        "whose params are the shipped `params.yaml` with `bench.results_project.OVERRIDES` (the "
-        "step budgets), then the baselines, speed, labelling throughput, then this page. A second "
-        "run reuses what DVC finds up to date; a fresh work folder retrains from scratch with "
-        "the same seeds. WER figures come from seeded CPU training and greedy decoding; speed "
-        "figures move with the machine's load (a few percent on a quiet machine).",
+        "(`make results CORPUS=...` from a fresh clone: install, then this.) It runs every "
+        "phase (about an hour and a half on 2 CPU cores) in `--work` (default "
+        "`~/.cache/distilflow/results`): the pipeline in a copy of this project whose params are "
+        "the shipped `params.yaml` with `bench.results_project.OVERRIDES` (the step budgets), "
+        "then the baselines, speed, labelling throughput, then this page. Run again, DVC "
+        "reproduces only what is stale and every other phase whose inputs (student, data, code, "
+        "options) are unchanged is reused, so an unchanged run only re-renders this page; "
+        "`--phases speed labelling` re-measures those; a new work folder retrains everything "
+        "with the same seeds. WER figures come from seeded CPU training and greedy decoding; "
+        "speed figures move with the machine's load.",
         "",
     ]
     return "\n".join(out)

@@ -144,3 +144,20 @@ def test_page_tables_and_anchors_state_the_figures() -> None:
     page = render(figures, metrics, {"steps": 3, "best_step": 2}, None, Path("asterisk-dev"))
     assert "promoted" in page and "python -m bench.results c" in page
     assert not any(math.isnan(v) for v in wer["teacher"].values())
+
+
+def test_a_phase_is_reused_only_for_the_same_inputs_unless_forced(tmp_path: Path) -> None:
+    from bench.results import run_phase
+
+    calls: list[str] = []
+
+    def phase() -> None:
+        calls.append("ran")
+        (tmp_path / "speed.json").write_text("{}")
+
+    run_phase(tmp_path, "speed", "k1", False, phase)
+    run_phase(tmp_path, "speed", "k1", False, phase)  # same inputs: reused
+    assert calls == ["ran"]
+    run_phase(tmp_path, "speed", "k2", False, phase)  # the student changed: recomputed
+    run_phase(tmp_path, "speed", "k2", True, phase)  # named in --phases: recomputed
+    assert calls == ["ran"] * 3
