@@ -191,7 +191,7 @@ def run_stage(proj: Path, stage: str, log: Path) -> dict[str, Any]:
 
 
 def run_pipeline(proj: Path, work: Path) -> list[dict[str, Any]]:
-    """Every stage in order; a stage DVC finds up to date keeps the figures of the run that
+    """Every stage in order; a stage DVC finds up to date keeps the record of the run that
     made it. Written to ``work/stages.json`` after each stage (a killed run resumes)."""
     params = yaml.safe_load((proj / "params.yaml").read_text(encoding="utf-8"))
     path = work / "stages.json"
@@ -200,7 +200,7 @@ def run_pipeline(proj: Path, work: Path) -> list[dict[str, Any]]:
     for stage in stage_order(params):
         record = run_stage(proj, stage, work / "pipeline.log")
         if not record["ran"] and stage in old:
-            record = {**old[stage], "ran": False}
+            record = old[stage]  # the figures (and "ran") of the run that made its outputs
         print(json.dumps(record), flush=True)
         done.append(record)
         merged = {**old, **{s["stage"]: s for s in done}}
