@@ -230,11 +230,12 @@ WHY = """Why, as far as we can tell:
   encoder, as the method does, leaves most of the time in place. The per-step figure shows what
   cutting decoder layers can give here; issue 9 (dynamic audio context) attacks the encoder.
 - **The data and compute are tiny.** The paper trains on about 22,000 hours for tens of thousands
-  of steps on GPUs; this run trains on the training split of 1,000 prompts (about 45 minutes of
-  speech, one speaker a language) for the step budgets above on 2 CPU cores. The student has not
-  converged, and its errors on hard clips are repetition loops (see the repeated 5-grams).
+  of steps on GPUs; this run trains on the 850 prompts of the training split (about 32 minutes of
+  speech, one speaker a language; the filter keeps about 60% of them) for the step budgets above
+  on 2 CPU cores. The student has not converged (its dev WER still moved by several points
+  between its checkpoints) and still loops on some clips (its Russian dev WER is above 100%).
 - **The experts' published setting is out of reach here.** DistilWhisper puts experts on the
-  encoder and decoder of whisper-small with large-v2 as teacher and trains on up to 10 k hours a
+  encoder and decoder of whisper-small with large-v2 as teacher and trains on far more speech a
   language; here they sit on the decoder only (the encoder's would cost about 10x the CPU time,
   `experts.encoder: true`), the teacher is 1.3x the student, and each language has a few hundred
   training clips. A 30-clip test set moves a language's WER by several points per clip.
