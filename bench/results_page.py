@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import provenance
+from distilflow.eval_report import figure_png
 
 MODELS = ("teacher", "student", "experts", "finetune", "lora")
 LABELS = {
@@ -106,8 +107,6 @@ def stage_table(stages: list[dict[str, Any]]) -> str:
 
 def bars_png(wer: dict[str, dict[str, float]], languages: list[str]) -> bytes:
     """Grouped bars of test WER per language, one bar per model."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,17 +124,11 @@ def bars_png(wer: dict[str, dict[str, float]], languages: list[str]) -> bytes:
     ax.set_ylabel("WER % (held-out test split)")
     ax.set_title("WER per language, clips no training step saw")
     ax.legend(fontsize="small", ncol=2)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def speed_png(speed: dict[str, Any], metrics: dict[str, Any]) -> bytes:
     """Speed against the teacher (left) and the WER each model pays for it (right)."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,11 +157,7 @@ def speed_png(speed: dict[str, Any], metrics: dict[str, Any]) -> bytes:
     ax2.set_ylabel("mean WER % (dev + test)")
     ax2.set_title("Speed against WER")
     ax2.margins(0.3)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def anchors(wer: dict[str, dict[str, float]], speed: dict[str, Any], langs: list[str]) -> str:

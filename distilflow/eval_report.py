@@ -53,7 +53,8 @@ def csv_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _png(fig: Any) -> bytes:
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (no timestamp: the same figure gives the same bytes)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -93,7 +94,7 @@ def wer_bars(rows: Sequence[dict[str, Any]]) -> bytes:
         ax.set_title(set_name)
     axes[0][0].set_ylabel("WER (normalised; CER without spaces)")
     axes[0][-1].legend(fontsize="small")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def speed_scatter(models: dict[str, dict[str, Any]]) -> bytes:
@@ -113,7 +114,7 @@ def speed_scatter(models: dict[str, dict[str, Any]]) -> bytes:
     ax.set_ylabel("mean WER over sets and languages")
     ax.set_title("Speed against WER")
     ax.margins(0.25)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
