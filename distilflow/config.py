@@ -77,6 +77,7 @@ class TeacherConfig:
     num_beams: int  # 1 = greedy
     timestamps: bool  # predict timestamp tokens
     detect_language: bool  # detect and record the language when the manifest has none
+    cache_encoder: bool  # transformers: keep the encoder states for the student stage
     out_dir: str  # cache/ (one file per finished batch), labels/<lang>.parquet, report.json
     progress: bool  # show a progress bar
 

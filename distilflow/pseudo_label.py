@@ -14,6 +14,7 @@ import pandas as pd
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import TeacherConfig, section_hash
+from distilflow.encoder_cache import EncoderCache, module_hash
 from distilflow.label_cache import LabelCache
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.manifest import read_language_tables, read_manifest, write_language_tables
@@ -50,12 +51,13 @@ def make_labeller(cfg: TeacherConfig, cache_dir: Path | None) -> Labeller:
 
         return Ct2Labeller.from_ref(cfg.model, settings_of(cfg), cfg.device, cache_dir)
     loaded = load_whisper(cfg.model, cache_dir=cache_dir)
+    device = pick_device(cfg.device)
+    encoder_cache = None
+    if cfg.cache_encoder and cache_dir is not None:
+        encoder = loaded.model.to(device).model.encoder  # the hash names weights and dtype
+        encoder_cache = EncoderCache(cache_dir / "encoder", module_hash(encoder))
     return TransformersLabeller(
-        loaded.model,
-        loaded.processor,
-        loaded.fingerprint,
-        settings_of(cfg),
-        pick_device(cfg.device),
+        loaded.model, loaded.processor, loaded.fingerprint, settings_of(cfg), device, encoder_cache
     )
 
 

@@ -18,6 +18,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from distilflow.audio import SAMPLE_RATE, load_audio
+from distilflow.encoder_cache import EncoderCache
 from distilflow.filter import compression_ratio
 from distilflow.label_cache import LabelCache, LabelRecord
 
@@ -92,7 +93,12 @@ def avg_logprobs(
 
 
 class TransformersLabeller:
-    """Teacher backend on a transformers ``WhisperForConditionalGeneration``."""
+    """Teacher backend on a transformers ``WhisperForConditionalGeneration``.
+
+    With an ``encoder_cache`` (keyed by this teacher's encoder weights) the encoder states it
+    computes to label a clip are stored there too, so the student stage, whose frozen encoder is
+    the same, reads them instead of running the encoder a second time.
+    """
 
     def __init__(
         self,
@@ -101,12 +107,14 @@ class TransformersLabeller:
         teacher_id: str,
         settings: GenerationSettings,
         device: torch.device,
+        encoder_cache: EncoderCache | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.processor = processor
         self.teacher_id = teacher_id
         self.settings = settings
         self.device = device
+        self.encoder_cache = encoder_cache
         tok = processor.tokenizer
         vocab = tok.get_vocab()
         gen = model.generation_config
@@ -140,6 +148,9 @@ class TransformersLabeller:
     @torch.inference_mode()
     def label(self, clips: Sequence[Clip]) -> list[LabelRecord]:
         enc = self.model.get_encoder()(self._features(clips)).last_hidden_state
+        if self.encoder_cache is not None:
+            for clip, states in zip(clips, enc, strict=True):
+                self.encoder_cache.put(clip.hash, states)
         first = self._first_step(enc)
         no_speech = (
             first[:, self.no_speech].exp().tolist()

@@ -136,6 +136,40 @@ def test_undetermined_language_is_detected_and_recorded(tiny_dir: Path, tmp_path
     assert detected.language_detected and len(detected.language) in (2, 3)
 
 
+def test_labelling_stores_the_encoder_states_the_student_stage_reads(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """The label stage's encoder pass fills the student's encoder cache: no second pass."""
+    import torch
+
+    from distilflow.distill import EncoderStates
+    from distilflow.encoder_cache import EncoderCache, module_hash
+    from distilflow.models import load_whisper
+    from distilflow.teacher import TransformersLabeller, pick_device
+
+    demo = REPO_ROOT / "demo" / "asterisk" / "audio"
+    paths = {f"h{i}": str(p) for i, p in enumerate(sorted(demo.glob("es_*.flac"))[:3])}
+    loaded = load_whisper(str(tiny_dir))
+    encoder = loaded.model.model.encoder
+    cache = EncoderCache(tmp_path / "encoder", module_hash(encoder))
+    labeller = TransformersLabeller(
+        loaded.model,
+        loaded.processor,
+        loaded.fingerprint,
+        GenerationSettings("transformers", 4, 1, False),
+        pick_device("cpu"),
+        encoder_cache=cache,
+    )
+    labeller.label([Clip(h, p, "es", 1.0) for h, p in paths.items()])
+    assert cache.missing(list(paths)) == []
+
+    fe, cpu = loaded.processor.feature_extractor, torch.device("cpu")
+    student_side = EncoderStates(encoder, fe, paths, cache, cpu)
+    assert student_side.warm(list(paths)) == 0  # nothing left to compute
+    fresh = EncoderStates(encoder, fe, paths, None, cpu)(list(paths))
+    torch.testing.assert_close(student_side(list(paths)), fresh, atol=2e-3, rtol=1e-2)
+
+
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
