@@ -107,6 +107,7 @@ class StudentConfig:
     out_dir: str  # best/ (the model), checkpoints/last/, metrics.json, report.json
     freeze_encoder: bool  # train the decoder only (the encoder stays the teacher's)
     cache_encoder: bool  # frozen, identical encoder: compute its outputs once, on disk
+    teacher_logits_mb: float  # memory for the teacher's logits on each example (0 = recompute)
     alpha_ce: float  # weight of cross-entropy on the pseudo-labels
     beta_kd: float  # weight of T^2 KL(teacher || student)
     temperature: float  # distillation temperature T
@@ -158,6 +159,7 @@ class ExpertsConfig:
     temperature: float
     l2s_weight: float  # λ of the Distill-L2S text-alignment loss (0 = off; needs encoder: true)
     text_model: str  # frozen multilingual text encoder for L2S: hub id or dir ("" = none)
+    teacher_logits_mb: float  # memory for the teacher's logits on each example (0 = recompute)
     max_steps: int
     batch_size: int
     grad_accum: int

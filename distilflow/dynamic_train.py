@@ -18,6 +18,7 @@ import torch
 from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.config import StudentConfig
 from distilflow.dynamic import context_frames, masked_mse, real_positions
+from distilflow.teacher_logits import TeacherLogits
 from distilflow.train import step_loss
 
 StatesFn = Callable[[list[str]], torch.Tensor]
@@ -72,14 +73,13 @@ class DynamicLoss:
     ) -> None:
         self.cfg, self.teacher = cfg, teacher
         self.teacher_states, self.student_states = teacher_states, student_states
+        self.teacher_logits = TeacherLogits(teacher, teacher_states, cfg.teacher_logits_mb)
 
     def __call__(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         hashes = batch["hash"]
         teacher_states = self.teacher_states(hashes)  # (B, 1500, d): the padded window
         student_states, positions = self.student_states.encode(hashes)
-        loss, parts = step_loss(
-            model, self.teacher, batch, student_states, teacher_states, self.cfg
-        )
+        loss, parts = step_loss(model, self.teacher_logits, batch, student_states, self.cfg)
         parts["context_frames"] = float(student_states.shape[1])
         if self.cfg.encoder_mse > 0:
             mse = masked_mse(student_states, teacher_states.detach(), positions)

@@ -18,6 +18,7 @@ import torch
 from distilflow.config import ExpertsConfig
 from distilflow.experts import gate_values
 from distilflow.losses import IGNORE, gate_budget_loss, masked_cross_entropy, masked_js, masked_kl
+from distilflow.teacher_logits import TeacherLogits
 
 ENCODER_FRAMES_PER_S = 50  # Whisper: 100 mel frames a second, halved by the second conv
 ENCODER_FRAMES = 1500  # a 30 s window
@@ -49,6 +50,7 @@ class ExpertLoss:
     ) -> None:
         self.cfg, self.teacher = cfg, teacher
         self.teacher_states, self.student_states = teacher_states, student_states
+        self.teacher_logits = TeacherLogits(teacher, teacher_states, cfg.teacher_logits_mb)
         self.frames = frames  # real encoder frames by clip hash
         self.alignment = alignment  # an l2s.L2SLoss when l2s_weight > 0
 
@@ -63,11 +65,7 @@ class ExpertLoss:
         device = s_states.device
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             student_logits = model(encoder_outputs=(s_states,), **inputs).logits
-            teacher_logits = None
-            if cfg.beta_kd > 0:
-                with torch.no_grad():
-                    t_states = self.teacher_states(hashes)
-                    teacher_logits = self.teacher(encoder_outputs=(t_states,), **inputs).logits
+        teacher_logits = self.teacher_logits(hashes, **inputs) if cfg.beta_kd > 0 else None
         labels = batch["labels"]
         mask = labels != IGNORE
         ce = masked_cross_entropy(student_logits, labels)

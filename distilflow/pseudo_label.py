@@ -51,13 +51,16 @@ def make_labeller(cfg: TeacherConfig, cache_dir: Path | None) -> Labeller:
 
         return Ct2Labeller.from_ref(cfg.model, settings_of(cfg), cfg.device, cache_dir)
     loaded = load_whisper(cfg.model, cache_dir=cache_dir)
-    device = pick_device(cfg.device)
     encoder_cache = None
-    if cfg.cache_encoder and cache_dir is not None:
-        encoder = loaded.model.to(device).model.encoder  # the hash names weights and dtype
-        encoder_cache = EncoderCache(cache_dir / "encoder", module_hash(encoder))
+    if cfg.cache_encoder and cache_dir is not None:  # the hash names weights and dtype
+        encoder_cache = EncoderCache(cache_dir / "encoder", module_hash(loaded.model.model.encoder))
     return TransformersLabeller(
-        loaded.model, loaded.processor, loaded.fingerprint, settings_of(cfg), device, encoder_cache
+        loaded.model,
+        loaded.processor,
+        loaded.fingerprint,
+        settings_of(cfg),
+        pick_device(cfg.device),
+        encoder_cache,
     )
 
 

@@ -27,6 +27,7 @@ from distilflow.config import StudentConfig
 from distilflow.evaluate import EvalClip, evaluate_model, macro_mean
 from distilflow.losses import distillation_loss
 from distilflow.models.convert import atomic_dir
+from distilflow.teacher_logits import TeacherLogits
 from distilflow.train_data import BalancedSampler, collate
 
 StatesFn = Callable[[list[str]], torch.Tensor]  # clip hashes -> encoder states (B, frames, d)
@@ -118,10 +119,9 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def step_loss(
     student: Any,
-    teacher: Any,
-    batch: dict[str, torch.Tensor],
+    teacher_logits: TeacherLogits,
+    batch: dict[str, Any],
     student_states: torch.Tensor,
-    teacher_states: torch.Tensor,
     cfg: StudentConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The distillation loss of one micro-batch (bf16 autocast on a GPU; losses in fp32)."""
@@ -129,13 +129,12 @@ def step_loss(
         "decoder_input_ids": batch["decoder_input_ids"],
         "decoder_attention_mask": batch["decoder_attention_mask"],
     }
+    teacher_out = teacher_logits(batch["hash"], **inputs)
     device = student_states.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        with torch.no_grad():
-            teacher_logits = teacher(encoder_outputs=(teacher_states,), **inputs).logits
         student_logits = student(encoder_outputs=(student_states,), **inputs).logits
     return distillation_loss(
-        student_logits, teacher_logits, batch["labels"], cfg.alpha_ce, cfg.beta_kd, cfg.temperature
+        student_logits, teacher_out, batch["labels"], cfg.alpha_ce, cfg.beta_kd, cfg.temperature
     )
 
 
@@ -167,6 +166,7 @@ class Trainer:
         self.student, self.teacher, self.processor, self.cfg = student, teacher, processor, cfg
         self.train_set, self.dev, self.out = train, dev, out_dir
         self.teacher_states = states  # frozen teacher encoder (cached when possible)
+        self.teacher_logits: TeacherLogits | None = None  # the default loss's, made on first use
         self.student_states = student_states or states  # differs only with a trainable encoder
         self.device = device
         self.loss_fn: LossFn = loss_fn or self._distillation_loss
@@ -192,11 +192,12 @@ class Trainer:
         self.state = TrainState(fingerprint)
 
     def _distillation_loss(self, model: Any, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        hashes = batch["hash"]
-        teacher_states = self.teacher_states(hashes)
-        student_states = self.student_states(hashes)
         cfg: Any = self.cfg  # a StudentConfig: the default loss is the student's
-        return step_loss(model, self.teacher, batch, student_states, teacher_states, cfg)
+        if self.teacher_logits is None:
+            budget = cfg.teacher_logits_mb
+            self.teacher_logits = TeacherLogits(self.teacher, self.teacher_states, budget)
+        student_states = self.student_states(batch["hash"])
+        return step_loss(model, self.teacher_logits, batch, student_states, cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _publish(self, kind: str, write: Callable[[Path], None], meta: dict[str, Any]) -> Path:

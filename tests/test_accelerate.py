@@ -45,7 +45,8 @@ def states(hashes):
                         for h in hashes])
 
 cfg = StudentConfig(init="teacher", decoder_layers=2, layer_ids=[], out_dir=str(out),
-    freeze_encoder=True, cache_encoder=False, alpha_ce=1.0, beta_kd=1.0, temperature=2.0,
+    freeze_encoder=True, cache_encoder=False, teacher_logits_mb=64, alpha_ce=1.0, beta_kd=1.0,
+    temperature=2.0,
     language_temperature=1.0, dev_fraction=0.2, max_steps=4, batch_size=2, grad_accum=1, lr=1e-3,
     warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, eval_every=4, eval_max_new_tokens=2,
     save_every=2, seed=0, device="cpu", processes=2, progress=False)
