@@ -18,8 +18,7 @@ from distilflow.atomic import atomic_write_bytes, atomic_write_json
 from distilflow.config import FilterConfig, section_hash
 from distilflow.filter import KEEP, FilterRule, decide, rule_for
 from distilflow.lineage import Lineage, combine_hashes, git_commit
-from distilflow.manifest import write_language_tables, write_parquet
-from distilflow.pseudo_label import read_labels
+from distilflow.manifest import read_language_tables, write_language_tables, write_parquet
 
 
 def rule_of(cfg: FilterConfig, language: str) -> FilterRule:
@@ -97,7 +96,8 @@ def run_filter(
 ) -> dict[str, Any]:
     """Filter every label of ``labels_dir``; write the outputs and return the report."""
     out = Path(cfg.out_dir)
-    labels = read_labels(labels_dir)
+    # the label stage's labels/<lang>.parquet (read here without importing the teacher's torch)
+    labels = read_language_tables(labels_dir / "labels", labels_dir)
     if labels.empty:
         raise RuntimeError(f"{labels_dir}: no label files to filter")
     decisions = decide_all(labels, cfg)

@@ -17,7 +17,7 @@ from distilflow.config import TeacherConfig, section_hash
 from distilflow.encoder_cache import EncoderCache, module_hash
 from distilflow.label_cache import LabelCache
 from distilflow.lineage import Lineage, combine_hashes, git_commit
-from distilflow.manifest import read_language_tables, read_manifest, write_language_tables
+from distilflow.manifest import read_manifest, write_language_tables
 from distilflow.teacher import Clip, GenerationSettings, Labeller, TransformersLabeller, pick_device
 
 
@@ -87,8 +87,3 @@ def write_labels(
     }
     atomic_write_json(out / "report.json", report)
     return report
-
-
-def read_labels(labels_dir: Path) -> pd.DataFrame:
-    """Every label file of the label stage, with ``audio_path`` made absolute."""
-    return read_language_tables(labels_dir / "labels", labels_dir)

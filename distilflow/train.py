@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from distilflow.atomic import atomic_write_json
@@ -115,6 +115,30 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters being trained, by name: all a checkpoint needs, since the frozen rest is
+    rebuilt identically by the run that resumes (the experts' checkpoint is 1 MB, not the
+    student's 220 MB)."""
+    return {
+        name: p.detach().cpu().contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def load_trained(model: torch.nn.Module, path: Path) -> None:
+    """Copy a checkpoint's tensors into ``model``; they must be exactly its trained parameters."""
+    saved = load_file(str(path))  # safetensors: no pickle
+    params = dict(model.named_parameters())
+    trained = {n for n, p in params.items() if p.requires_grad}
+    if set(saved) != trained:
+        diff = sorted(set(saved) ^ trained)[:5]
+        raise ValueError(f"{path}: not a checkpoint of these trained parameters (differ: {diff})")
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            params[name].copy_(tensor)
 
 
 def step_loss(
@@ -221,7 +245,7 @@ class Trainer:
         self.state.sampler = self.sampler.state_dict()
 
         def write(tmp: Path) -> None:
-            save_model(self.student, str(tmp / "model.safetensors"))
+            save_file(trained_tensors(self.student), str(tmp / "model.safetensors"))
             torch.save(
                 {
                     "optimizer": self.optimizer.state_dict(),
@@ -246,7 +270,7 @@ class Trainer:
         saved = TrainState(**json.loads((ckpt / "state.json").read_text(encoding="utf-8")))
         if saved.fingerprint != self.state.fingerprint:
             return False  # another config or data: start afresh
-        load_model(self.student, str(ckpt / "model.safetensors"), device=str(self.device))
+        load_trained(self.student, ckpt / "model.safetensors")
         blob = torch.load(ckpt / "trainer.pt", weights_only=True)  # never arbitrary pickles
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
