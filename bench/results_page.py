@@ -438,7 +438,8 @@ def render(
             f"Export (CTranslate2 int8) against the torch student on {export['clips']} dev clips: "
             f"{100 * export['identical_tokens_share']:.0f}% identical tokens, WER against torch "
             f"{export['wer_vs_torch']:.3f} ({export['wer_vs_torch_settled']:.3f} without the "
-            f"{export['torch_budget_clips']} clips where torch used the whole token budget)."
+            f"{export.get('torch_loop_clips', export.get('torch_budget_clips'))} clips where "
+            "torch looped)."
         )
     out += [
         "",

@@ -215,6 +215,7 @@ class ExportConfig:
     verify_clips: int  # dev clips decoded by both the export and the torch model (0 = none)
     max_new_tokens: int  # longest transcript when verifying, in tokens
     max_wer_vs_torch: float  # the stage fails when the export's WER against torch exceeds this
+    max_loop_share: float  # ... or when it loops where torch stopped, on more than this share
 
 
 @dataclass(frozen=True)
@@ -415,6 +416,8 @@ def _check_export(ex: ExportConfig, source: Path) -> None:
         raise ConfigError(f"{source}: export: verify_clips must be >= 0, max_new_tokens >= 1")
     if not ex.max_wer_vs_torch >= 0:
         raise ConfigError(f"{source}: export.max_wer_vs_torch: must be >= 0")
+    if not 0 <= ex.max_loop_share <= 1:
+        raise ConfigError(f"{source}: export.max_loop_share: must be in [0, 1]")
 
 
 def _check_retrain(params: Params, source: Path) -> None:

@@ -23,11 +23,18 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.audio import load_audio
-from distilflow.filter import normalize
+from distilflow.filter import compression_ratio, normalize
 from distilflow.speculative import greedy_generate
 from distilflow.train_data import load_training_examples, log_mel, prompt_ids, split_of
 
 MAX_POSITIONS = 448  # Whisper's decoder positions: prompt + generated tokens
+LOOP_COMPRESSION_RATIO = 2.4  # above this a transcript is a repetition loop (Whisper's threshold)
+
+
+def loops(tokens: Sequence[int], text: str, max_new_tokens: int) -> bool:
+    """A repetition loop: the whole token budget used, or text that gzip compresses more than
+    Whisper's own 2.4 (CTranslate2 may stop a loop before the budget). Pure."""
+    return len(tokens) >= max_new_tokens or compression_ratio(text) > LOOP_COMPRESSION_RATIO
 
 
 @dataclass(frozen=True)
@@ -71,20 +78,30 @@ class VerifyReport:
         """Shares of identical outputs, token agreement, and WER against the torch output.
 
         WERs are on normalised text (lower case, no punctuation). ``wer_vs_torch_settled``
-        leaves out the clips whose torch output used the whole token budget: a repetition loop,
-        whose length (and so the corpus WER) hangs on where a near-tie first flips.
+        leaves out the clips where either output is a repetition loop (``loops``), whose length
+        (and so the corpus WER) hangs on where a near-tie first flips. Loops of the
+        export on clips where torch stopped are counted apart (``export_loop_share``): that is a
+        difference in stability, gated on its own, not a drift in what is transcribed.
         """
         comps = self.comparisons
         n = max(len(comps), 1)
-        looped = [c for c in comps if len(c.torch_tokens) >= self.max_new_tokens]
-        settled = [c for c in comps if len(c.torch_tokens) < self.max_new_tokens]
+        budget = self.max_new_tokens
+        torch_loops = [loops(c.torch_tokens, c.torch_text, budget) for c in comps]
+        ct2_loops = [loops(c.ct2_tokens, c.ct2_text, budget) for c in comps]
+        looped = [c for c, t in zip(comps, torch_loops, strict=True) if t]
+        export_only = [
+            c for c, t, e in zip(comps, torch_loops, ct2_loops, strict=True) if e and not t
+        ]
+        settled = [c for c, t, e in zip(comps, torch_loops, ct2_loops, strict=True) if not t | e]
         return {
             "clips": len(comps),
             "identical_tokens_share": sum(c.identical_tokens for c in comps) / n,
             "exact_text_share": sum(c.torch_text == c.ct2_text for c in comps) / n,
             "mean_token_agreement": sum(c.token_agreement for c in comps) / n,
             "wer_vs_torch": normalised_wer(comps),
-            "torch_budget_clips": len(looped),
+            "torch_loop_clips": len(looped),
+            "export_loop_clips": len(export_only),
+            "export_loop_share": len(export_only) / n,
             "wer_vs_torch_settled": normalised_wer(settled),
             "max_new_tokens": self.max_new_tokens,
         }

@@ -102,9 +102,17 @@ def verify_student_export(params: Params) -> dict[str, Any]:
     atomic_write_json(Path(cfg.out_dir) / VERIFICATION_FILE, result)
     summary = report.summary()
     print(f"export verification: {summary}")
+    where = f"see {cfg.out_dir}/{VERIFICATION_FILE}"
     if summary["wer_vs_torch_settled"] > cfg.max_wer_vs_torch:
         raise RuntimeError(
             f"export WER against the torch model {summary['wer_vs_torch_settled']:.3f} exceeds "
-            f"export.max_wer_vs_torch {cfg.max_wer_vs_torch}; see {cfg.out_dir}/{VERIFICATION_FILE}"
+            f"export.max_wer_vs_torch {cfg.max_wer_vs_torch}; {where}"
+        )
+    if summary["export_loop_share"] > cfg.max_loop_share:
+        raise RuntimeError(
+            f"the export looped on {summary['export_loop_clips']} of {summary['clips']} clips "
+            f"where the torch model did not "
+            f"({summary['export_loop_share']:.3f} > export.max_loop_share {cfg.max_loop_share}); "
+            f"{where}"
         )
     return result

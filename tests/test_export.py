@@ -152,6 +152,33 @@ def test_agreement_measures() -> None:
     assert wer_between(["", "a b"], ["x", "a b"]) == pytest.approx(1 / 2)
 
 
+def test_loops_of_either_model_leave_the_settled_wer_and_export_loops_are_counted() -> None:
+    from distilflow.export_verify import ClipComparison, VerifyReport
+
+    def comp(i: int, torch_text: str, ct2_text: str) -> ClipComparison:
+        t, c = torch_text.split(), ct2_text.split()
+        return ClipComparison(
+            f"c{i}", "ru", torch_text, ct2_text, list(range(len(t))), list(range(len(c)))
+        )
+
+    loop = " ".join(["da"] * 50)  # 50 tokens: the whole budget
+    repeats = "vy, " * 12  # under the budget but compresses like a loop (CTranslate2 stops early)
+    report = VerifyReport(
+        [
+            comp(0, "a b", "a b"),
+            comp(1, "a b c", "a x c"),
+            comp(2, "a b", loop),  # only the export loops
+            comp(3, loop, loop),  # both loop
+            comp(4, repeats, "a b"),  # torch loops: left out, not counted against the export
+        ],
+        max_new_tokens=50,
+    )
+    summary = report.summary()
+    assert summary["torch_loop_clips"] == 2 and summary["export_loop_clips"] == 1
+    assert summary["export_loop_share"] == pytest.approx(0.2)
+    assert summary["wer_vs_torch_settled"] == pytest.approx(1 / 5)  # clips 0 and 1 only
+
+
 # Measured on 2026-11-24 (docs/export.md): whisper-base int8 against float32 torch gave identical
 # tokens on 14 of the 16 demo dev clips (normalised WER 0.034) and on 7 of these 10 (WER 0.023).
 # The bounds leave room for near-tie flips on other CPUs; a broken conversion scores far worse.
