@@ -4,8 +4,8 @@
     python -m flows.student --params data/params-dynamic.yaml
 
 Everything but the ``student`` options below is params.yaml's, so both students are distilled
-from the same filtered labels of the same teacher, with the same batch, learning rate and loss
-weights; the step budget is smaller (see ``DYNAMIC_STUDENT``).
+from the same filtered labels of the same teacher, with the same batch, learning rate, loss
+weights and step budget.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ DYNAMIC_STUDENT = {
     "freeze_encoder": False,  # the encoder adapts to the short context
     "cache_encoder": True,  # the padded teacher's states, cached as for the padded student
     "out_dir": "data/student-dynamic",
-    # CPU budget: the encoder's backward makes a step about 10x the padded student's decoder-only
-    # step on a shared 2-core machine (about 20 s against 2-7 s), so 60 steps, not 150
-    "max_steps": 60,
-    "warmup_steps": 6,
-    "eval_every": 30,
-    "save_every": 30,
+    # the padded student's budget (params.yaml: 150 steps); the first run (2026-12-01, a shared
+    # machine, the teacher's decoder every step) could afford 60
+    "max_steps": 150,
+    "warmup_steps": 15,
+    "eval_every": 50,
+    "save_every": 50,
 }
 
 
