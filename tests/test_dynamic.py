@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,32 @@ def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: P
     line = describe_audio_context(*audio_context_of_dir(tmp_path / "model"))
     card = render_model_card(CardInfo("m", "1", "student", {"fr": 0.1}, {}, audio_context=line))
     assert "Audio context: dynamic" in card and "1 s" in card
+
+
+def test_the_export_stage_skips_a_dynamic_student_and_says_why(tmp_path: Path) -> None:
+    """With ``student.audio_context: dynamic`` the pipeline goes on past the export stage."""
+    import yaml
+
+    from distilflow.config import load_params
+    from distilflow.student import save_student
+    from flows.export import export_flow
+    from tests.conftest import REPO_ROOT
+
+    model, processor = tiny_whisper(seed=1)
+    set_audio_context(model, "dynamic", 1.0)
+    save_student(model, processor, tmp_path / "student" / "model", {})
+    stale = tmp_path / "export" / "model"
+    stale.mkdir(parents=True)  # an earlier padded student's export must not stay behind
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["student"]["out_dir"] = str(tmp_path / "student")
+    raw["export"]["out_dir"] = str(tmp_path / "export")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    load_params(params)
+    result = export_flow(str(params))
+    assert result["export"] is None and not stale.exists()
+    written = json.loads((tmp_path / "export" / "verification.json").read_text(encoding="utf-8"))
+    assert written["audio_context"] == "dynamic" and "30 s window" in written["skipped"]
 
 
 def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path) -> None:
