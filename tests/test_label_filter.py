@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -116,20 +117,22 @@ def test_label_and_filter_flows(prefect_harness: None, tiny_dir: Path, tmp_path:
     assert (tmp_path / "filtered" / "wer.png").stat().st_size > 1000
 
 
-def test_undetermined_language_is_detected_and_recorded(tiny_dir: Path, tmp_path: Path) -> None:
+def tiny_labeller(tiny_dir: Path, **kw: Any) -> Any:
+    """The transformers labeller on the tiny teacher: 4 new tokens, greedy, no timestamps."""
     from distilflow.models import load_whisper
     from distilflow.teacher import TransformersLabeller, pick_device
 
+    loaded = load_whisper(str(tiny_dir))
+    settings = GenerationSettings("transformers", 4, 1, False)
+    return TransformersLabeller(
+        loaded.model, loaded.processor, loaded.fingerprint, settings, pick_device("cpu"), **kw
+    )
+
+
+def test_undetermined_language_is_detected_and_recorded(tiny_dir: Path, tmp_path: Path) -> None:
     demo = REPO_ROOT / "demo" / "asterisk" / "audio"
     clip = next(iter(sorted(demo.glob("fr_*.flac"))))
-    loaded = load_whisper(str(tiny_dir))
-    labeller = TransformersLabeller(
-        loaded.model,
-        loaded.processor,
-        loaded.fingerprint,
-        GenerationSettings("transformers", 4, 1, False),
-        pick_device("cpu"),
-    )
+    labeller = tiny_labeller(tiny_dir)
     (forced,) = labeller.label([Clip("h1", str(clip), "fr", 1.0)])
     (detected,) = labeller.label([Clip("h2", str(clip), None, 1.0)])
     assert forced.language == "fr" and not forced.language_detected
@@ -145,21 +148,13 @@ def test_labelling_stores_the_encoder_states_the_student_stage_reads(
     from distilflow.distill import EncoderStates
     from distilflow.encoder_cache import EncoderCache, module_hash
     from distilflow.models import load_whisper
-    from distilflow.teacher import TransformersLabeller, pick_device
 
     demo = REPO_ROOT / "demo" / "asterisk" / "audio"
     paths = {f"h{i}": str(p) for i, p in enumerate(sorted(demo.glob("es_*.flac"))[:3])}
     loaded = load_whisper(str(tiny_dir))
     encoder = loaded.model.model.encoder
     cache = EncoderCache(tmp_path / "encoder", module_hash(encoder))
-    labeller = TransformersLabeller(
-        loaded.model,
-        loaded.processor,
-        loaded.fingerprint,
-        GenerationSettings("transformers", 4, 1, False),
-        pick_device("cpu"),
-        encoder_cache=cache,
-    )
+    labeller = tiny_labeller(tiny_dir, encoder_cache=cache)
     labeller.label([Clip(h, p, "es", 1.0) for h, p in paths.items()])
     assert cache.missing(list(paths)) == []
 
