@@ -92,7 +92,7 @@ class VerifyReport:
         export_only = [
             c for c, t, e in zip(comps, torch_loops, ct2_loops, strict=True) if e and not t
         ]
-        settled = [c for c, t, e in zip(comps, torch_loops, ct2_loops, strict=True) if not t | e]
+        settled = [c for c, t, e in zip(comps, torch_loops, ct2_loops, strict=True) if not (t or e)]
         return {
             "clips": len(comps),
             "identical_tokens_share": sum(c.identical_tokens for c in comps) / n,

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from distilflow.evaluate import error_rate_corpus, macro_mean
-from distilflow.train import lr_factor
+from distilflow.train import load_trained, lr_factor, trained_tensors
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
@@ -29,3 +29,27 @@ def test_corpus_error_rate_normalises_and_skips_empty_references() -> None:
 def test_macro_mean_ignores_missing_languages() -> None:
     assert macro_mean({"en": 0.1, "fr": 0.3, "xx": float("nan")}) == pytest.approx(0.2)
     assert math.isnan(macro_mean({}))
+
+
+def test_checkpoints_hold_the_trained_parameters_only_and_refuse_others(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    from safetensors.torch import save_file
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+        m[0].requires_grad_(False)  # frozen: rebuilt identically, never saved
+        return m
+
+    trained = model()
+    with torch.no_grad():
+        trained[1].weight.add_(1.0)
+    saved = trained_tensors(trained)
+    assert set(saved) == {"1.weight", "1.bias"}
+    save_file(saved, str(tmp_path / "ckpt.safetensors"))
+    resumed = model()
+    load_trained(resumed, tmp_path / "ckpt.safetensors")
+    torch.testing.assert_close(resumed[1].weight, trained[1].weight)
+    save_file({"0.weight": saved["1.weight"]}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a checkpoint of these trained parameters"):
+        load_trained(model(), tmp_path / "other.safetensors")
