@@ -22,6 +22,7 @@ from distilflow.eval_models import EvalModel
 from distilflow.eval_sets import audiofolder_set
 from distilflow.eval_stage import only_languages
 from distilflow.expert_stage import expert_path, prepare_model, train_language
+from distilflow.loop_guard import guard_of
 from distilflow.models.load import LoadedWhisper, load_whisper
 from distilflow.train import NullTracker
 
@@ -83,6 +84,7 @@ def one_baseline(
         params.student.dev_fraction,
         cache,
         NullTracker(),
+        guard_of(params.decode),
     )
     train_s = time.perf_counter() - start
     model = EvalModel(
@@ -90,7 +92,8 @@ def one_baseline(
         f"{student_dir} + {cfg.method}/{lang}",
         partial(load_baseline, str(student_dir), str(cache), cfg, lang),
     )
-    result = evaluate_pair(model, test, params.evaluate.max_new_tokens, params.evaluate.device)
+    ev = params.evaluate
+    result = evaluate_pair(model, test, ev.max_new_tokens, ev.device, guard_of(params.decode))
     return {
         "test": language_metrics(lang, result.clips),
         "dev_wer": report.get("dev_wer"),

@@ -12,7 +12,7 @@ import hashlib
 import json
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -219,6 +219,15 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class DecodeConfig:
+    """How distilflow decodes for scoring and serving (not the teacher's labels, which the filter
+    judges): the repetition guard (distilflow/loop_guard.py)."""
+
+    loop_repeats: int = 3  # end a transcript whose tail repeats one unit this often (0 = off)
+    loop_min_tokens: int = 12  # ... and only when the repeats span at least this many tokens
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """Scheduled and triggered retraining: the inbox watcher and the parent ``retrain`` flow."""
 
@@ -244,6 +253,7 @@ class Params:
     evaluate: EvaluateConfig
     export: ExportConfig
     retrain: RetrainConfig
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
 T = TypeVar("T")
@@ -370,6 +380,11 @@ def _check(params: Params, source: Path) -> None:
     _check_evaluate(params.evaluate, source)
     _check_export(params.export, source)
     _check_retrain(params, source)
+    d = params.decode
+    if d.loop_repeats == 1 or d.loop_repeats < 0 or d.loop_min_tokens < 1:
+        raise ConfigError(
+            f"{source}: decode: loop_repeats must be 0 (off) or >= 2, loop_min_tokens >= 1"
+        )
     if not params.registry.tolerance >= 0:
         raise ConfigError(f"{source}: registry.tolerance: must be >= 0 (an absolute WER)")
     f = params.filter

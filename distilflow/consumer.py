@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import WhisperForConditionalGeneration, WhisperProcessor
+from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.audio import N_SAMPLES_CHUNK, SAMPLE_RATE, Decoded, to_mono_16k
 from distilflow.dynamic import apply_audio_context, fit_features, generate_inputs, length_batches
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 
 EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
 
@@ -58,6 +59,7 @@ class RegisteredWhisper:
     experts_dir: Path | None = None
     router: ExpertsRouter = route_experts
     max_new_tokens: int = 128
+    guard: LoopGuard = DEFAULT_GUARD  # a transcript that starts to loop is ended, repeats cut
 
     @classmethod
     def from_dir(cls, directory: Path | str) -> RegisteredWhisper:
@@ -139,8 +141,10 @@ class RegisteredWhisper:
                 language=language,
                 task="transcribe",
                 max_new_tokens=max_new_tokens or self.max_new_tokens,
+                logits_processor=LogitsProcessorList(self.guard.processors(self.model)),
             )
-            decoded = tokenizer.batch_decode(ids, skip_special_tokens=True)
+            rows = self.guard.text_rows(ids, self.model)
+            decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
             for j, text in zip(batch, decoded, strict=True):
                 texts[j] = str(text).strip()
         joined: list[list[str]] = [[] for _ in audios]

@@ -23,6 +23,7 @@ from distilflow.dynamic_train import DynamicLoss, DynamicStudentStates
 from distilflow.encoder_cache import EncoderCache, fill, module_hash
 from distilflow.evaluate import EvalClip, evaluate_model, macro_mean
 from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.models.convert import atomic_dir
 from distilflow.teacher import pick_device
 from distilflow.train import StatesFn, Tracker, Trainer, TrainExample
@@ -128,8 +129,10 @@ def distil(
     cache_dir: Path,
     tracker: Tracker,
     accelerator: Any | None = None,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> dict[str, Any]:
-    """Train the student on the filtered pseudo-labels; returns the report.
+    """Train the student on the filtered pseudo-labels; returns the report. Dev transcripts
+    (the teacher's and the student's) are decoded with ``guard``, as evaluation decodes them.
 
     With an ``accelerator`` of several processes (one per rank under torchrun), every rank
     trains; the main one evaluates, saves, writes the report and is the only one to track.
@@ -210,11 +213,14 @@ def distil(
         device,
         accelerator,
         loss_fn=loss_fn,
+        guard=guard,
     )
     resumed = trainer.try_resume()
     teacher_wer: dict[str, float] = {}
     if main:
-        teacher_wer, _ = evaluate_model(teacher, processor, dev, states, cfg.eval_max_new_tokens)
+        teacher_wer, _ = evaluate_model(
+            teacher, processor, dev, states, cfg.eval_max_new_tokens, guard=guard
+        )
     state = trainer.run(tracker)
     if main:
         publish_model(trainer.best_dir(), out / "model")

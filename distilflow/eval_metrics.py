@@ -26,6 +26,7 @@ from distilflow.evaluate import (
 )
 from distilflow.hallucination import insertion_rate_corpus, repeated_ngrams_text
 from distilflow.lineage import Lineage, combine_hashes
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.student import count_parameters
 
 MEASURES = ("wer", "wer_orthographic", "insertion_rate", "repeated_5grams", "rtf", "tokens_per_s")
@@ -44,12 +45,18 @@ class PairResult:
 
 
 def evaluate_pair(
-    eval_model: EvalModel, eval_set: EvalSet, max_new_tokens: int, device: str
+    eval_model: EvalModel,
+    eval_set: EvalSet,
+    max_new_tokens: int,
+    device: str,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> PairResult:
     """Load ``eval_model`` and transcribe the clips of ``eval_set`` it covers."""
     clips = [c for c in eval_set.clips if eval_model.language in (None, c.language)]
     model, processor, fingerprint = load_on(eval_model, device)
-    results = transcribe_clips(eval_model, model, processor, eval_set.name, clips, max_new_tokens)
+    results = transcribe_clips(
+        eval_model, model, processor, eval_set.name, clips, max_new_tokens, guard
+    )
     return PairResult(
         eval_model.name,
         eval_set.name,

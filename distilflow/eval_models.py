@@ -37,6 +37,7 @@ import torch
 from distilflow.audio import SAMPLE_RATE
 from distilflow.dynamic import fit_features
 from distilflow.eval_sets import AudioClip, read_clip_audio
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.models.load import LoadedWhisper, load_whisper
 from distilflow.speculative import greedy_generate
 from distilflow.teacher import pick_device
@@ -125,7 +126,12 @@ def load_on(model: EvalModel, device: str) -> tuple[Any, Any, str]:
 
 
 def decode_clip(
-    model: Any, processor: Any, audio: Any, language: str, max_new_tokens: int
+    model: Any,
+    processor: Any,
+    audio: Any,
+    language: str,
+    max_new_tokens: int,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> tuple[list[int], float]:
     """Greedy text tokens of one clip from its samples, and the seconds it took."""
     start = time.perf_counter()
@@ -133,7 +139,7 @@ def decode_clip(
         audio, sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features
     features = fit_features(model, features, [len(audio)])  # a dynamic student: the clip's length
-    tokens = greedy_generate(model, features, language, max_new_tokens)  # .tolist() syncs
+    tokens = greedy_generate(model, features, language, max_new_tokens, guard)  # .tolist() syncs
     return tokens, time.perf_counter() - start
 
 
@@ -145,6 +151,7 @@ def transcribe_clips(
     set_name: str,
     clips: Sequence[AudioClip],
     max_new_tokens: int,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> list[ClipResult]:
     """Greedy transcripts of ``clips``, language by language, each timed at batch 1."""
     results: list[ClipResult] = []
@@ -154,9 +161,9 @@ def transcribe_clips(
         for clip in (c for c in clips if c.language == language):
             audio = read_clip_audio(set_name, clip)
             if not warm:
-                decode_clip(model, processor, audio, language, max_new_tokens)
+                decode_clip(model, processor, audio, language, max_new_tokens, guard)
                 warm = True
-            tokens, seconds = decode_clip(model, processor, audio, language, max_new_tokens)
+            tokens, seconds = decode_clip(model, processor, audio, language, max_new_tokens, guard)
             text = processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             duration = len(audio) / SAMPLE_RATE
             results.append(

@@ -53,6 +53,7 @@ from distilflow.eval_sets import (
     audiofolder_set,
     dev_set,
 )
+from distilflow.loop_guard import guard_of
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,11 @@ def part_models(params: Params, part: str, language: str) -> list[str]:
 
 
 def params_hash(params: Params) -> str:
-    """Hash of every option the stage reads: the evaluate section, dev_fraction, teacher.model
-    and experts.languages (which stage scores the experts model)."""
+    """Hash of every option the stage reads: the evaluate section, dev_fraction, teacher.model,
+    experts.languages (which stage scores the experts model) and the decode section."""
     key = (
         f"{section_hash(params.evaluate)}|{params.student.dev_fraction}|{params.teacher.model}"
-        f"|{sorted(params.experts.languages)}"
+        f"|{sorted(params.experts.languages)}|{section_hash(params.decode)}"
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -191,8 +192,8 @@ def evaluate_models(
     params: Params, models: Sequence[EvalModel], sets: Sequence[EvalSet]
 ) -> list[PairResult]:
     """Every (model, set) pair, one at a time, in models x sets order."""
-    ev = params.evaluate
-    return [evaluate_pair(m, s, ev.max_new_tokens, ev.device) for m in models for s in sets]
+    ev, guard = params.evaluate, guard_of(params.decode)
+    return [evaluate_pair(m, s, ev.max_new_tokens, ev.device, guard) for m in models for s in sets]
 
 
 def run_language(

@@ -8,10 +8,12 @@ from typing import Any
 
 import jiwer
 import torch
+from transformers import LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
 from distilflow.filter import NormalizerName, normalize
 from distilflow.languages import NO_SPACE_LANGUAGES
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ def transcribe_states(
     states: torch.Tensor,
     language: str,
     max_new_tokens: int,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> list[str]:
     """Greedy transcripts of a batch of encoder states (B, frames, d) in one language."""
     out = model.generate(
@@ -75,8 +78,10 @@ def transcribe_states(
         language=language,
         task="transcribe",
         max_new_tokens=max_new_tokens,
+        logits_processor=LogitsProcessorList(guard.processors(model)),
     )
-    return [t.strip() for t in processor.tokenizer.batch_decode(out, skip_special_tokens=True)]
+    rows = guard.text_rows(out, model)
+    return [t.strip() for t in processor.tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
 
 def evaluate_model(
@@ -86,6 +91,7 @@ def evaluate_model(
     states_of: Callable[[list[str]], torch.Tensor],
     max_new_tokens: int,
     batch_size: int = 8,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> tuple[dict[str, float], dict[str, str]]:
     """WER per language and the transcripts, decoding from the encoder states of each clip."""
     hyps: dict[str, str] = {}
@@ -95,7 +101,7 @@ def evaluate_model(
         for i in range(0, len(group), batch_size):
             part = group[i : i + batch_size]
             states = states_of([c.hash for c in part])
-            texts = transcribe_states(model, processor, states, lang, max_new_tokens)
+            texts = transcribe_states(model, processor, states, lang, max_new_tokens, guard)
             hyps.update({c.hash: t for c, t in zip(part, texts, strict=True)})
     wer = {
         lang: error_rate_corpus(

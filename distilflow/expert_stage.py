@@ -27,6 +27,7 @@ from distilflow.evaluate import EvalClip, evaluate_model
 from distilflow.expert_loss import ExpertLoss, encoder_frames
 from distilflow.experts import ExpertSpec, attach_language, save_experts, set_gate_noise
 from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.teacher import pick_device
 from distilflow.train import Tracker, Trainer
 from distilflow.train_data import load_training_examples
@@ -195,8 +196,10 @@ def train_language(
     dev_fraction: float,
     cache_dir: Path,
     tracker: Tracker,
+    guard: LoopGuard = DEFAULT_GUARD,
 ) -> dict[str, Any]:
-    """Train one language's experts (or baseline); returns and writes the report."""
+    """Train one language's experts (or baseline); returns and writes the report. Dev
+    transcripts are decoded with ``guard``, as evaluation decodes them."""
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir) / language
     run = setup(cfg, language, student_dir, filtered_dir, teacher_ref, dev_fraction, cache_dir)
@@ -204,10 +207,15 @@ def train_language(
         return _skipped(out, language, cfg, "no training clips for this language")
     run.teacher_states.warm([*run.durations], cfg.progress)
     base_wer, _ = evaluate_model(
-        run.student, run.processor, run.dev, run.student_states, cfg.eval_max_new_tokens
+        run.student,
+        run.processor,
+        run.dev,
+        run.student_states,
+        cfg.eval_max_new_tokens,
+        guard=guard,
     )
     params = prepare_model(run.student, cfg)
-    trainer = make_trainer(cfg, run, out)
+    trainer = make_trainer(cfg, run, out, guard)
     resumed = trainer.try_resume()
     state = trainer.run(tracker)
     publish(trainer.best_dir() / f"{language}.safetensors", expert_path(cfg.out_dir, language))
@@ -239,7 +247,9 @@ def train_language(
     return report
 
 
-def make_trainer(cfg: ExpertsConfig, run: LanguageRun, out: Path) -> Trainer:
+def make_trainer(
+    cfg: ExpertsConfig, run: LanguageRun, out: Path, guard: LoopGuard = DEFAULT_GUARD
+) -> Trainer:
     student_states = (
         TrainableEncoderStates(
             run.student.model.encoder,
@@ -290,6 +300,7 @@ def make_trainer(cfg: ExpertsConfig, run: LanguageRun, out: Path) -> Trainer:
         loss_fn=loss,
         save_fn=save,
         before_step=noise,
+        guard=guard,
     )
 
 

@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from distilflow.dynamic import generate_inputs
+from distilflow.loop_guard import LoopGuard
 
 TASK = "transcribe"
 
@@ -46,14 +47,20 @@ def greedy_generate(
     input_features: torch.Tensor,
     language: str,
     max_new_tokens: int,
+    guard: LoopGuard | None = None,
 ) -> list[int]:
-    """Plain greedy transcript tokens of one window (the reference for ``assisted_generate``)."""
+    """Plain greedy transcript tokens of one window (the reference for ``assisted_generate``);
+    with ``guard``, a transcript that starts to loop is ended and its repeats cut."""
     features = _check_features(model, input_features)
     with _scoped_generation_config(model) as gen:
         _prompt(gen, language)  # validates the language
         inputs = generate_inputs(model, features)  # a dynamic student: its encoder's outputs
-        out = model.generate(**inputs, **_greedy_kwargs(gen, language, max_new_tokens))
-    return _text_tokens(out, gen)
+        kwargs = _greedy_kwargs(gen, language, max_new_tokens)
+        if guard is not None and guard.enabled:
+            kwargs["logits_processor"] = LogitsProcessorList(guard.processors(model))
+        out = model.generate(**inputs, **kwargs)
+    tokens = _text_tokens(out, gen)
+    return guard.trim(tokens) if guard is not None and guard.enabled else tokens
 
 
 def _greedy_kwargs(gen: Any, language: str, max_new_tokens: int) -> dict[str, Any]:

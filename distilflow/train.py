@@ -25,6 +25,7 @@ from tqdm import tqdm
 from distilflow.atomic import atomic_write_json
 from distilflow.config import StudentConfig
 from distilflow.evaluate import EvalClip, evaluate_model, macro_mean
+from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.losses import distillation_loss
 from distilflow.models.convert import atomic_dir
 from distilflow.teacher_logits import TeacherLogits
@@ -183,11 +184,13 @@ class Trainer:
         loss_fn: LossFn | None = None,
         save_fn: SaveFn | None = None,
         before_step: Callable[[int], None] | None = None,
+        guard: LoopGuard = DEFAULT_GUARD,
     ) -> None:
         """The default loss is the student's distillation loss (``step_loss``), the default
         save ``save_student``; other stages (experts, baselines) pass their own, and
         ``before_step(step)`` runs before each optimiser step (e.g. a gate-noise schedule)."""
         self.student, self.teacher, self.processor, self.cfg = student, teacher, processor, cfg
+        self.guard = guard  # dev transcripts are decoded as they will be served
         self.train_set, self.dev, self.out = train, dev, out_dir
         self.teacher_states = states  # frozen teacher encoder (cached when possible)
         self.teacher_logits: TeacherLogits | None = None  # the default loss's, made on first use
@@ -290,6 +293,7 @@ class Trainer:
                 self.dev,
                 self.student_states,
                 self.cfg.eval_max_new_tokens,
+                guard=self.guard,
             )
         self.student.train()
         return wer

@@ -25,6 +25,7 @@ from distilflow.eval_metrics import PairResult
 from distilflow.eval_models import EvalModel
 from distilflow.eval_sets import EvalSet
 from distilflow.eval_stage import of_language, part_models
+from distilflow.loop_guard import guard_of
 from tasks.evaluate import (
     evaluate_model_on_set,
     load_eval_sets,
@@ -48,6 +49,7 @@ def score_pairs(params: Params, models: list[EvalModel], sets: list[EvalSet]) ->
         [s for _, s in pairs],
         unmapped(ev.max_new_tokens),
         unmapped(ev.device),
+        unmapped(guard_of(params.decode)),
     )
     return list(futures.result())
 

@@ -27,6 +27,7 @@ from distilflow.eval_stage import (
     read_language_results,
     report_from,
 )
+from distilflow.loop_guard import LoopGuard
 from tasks.label import cache_dir_of
 
 
@@ -51,10 +52,10 @@ def load_eval_sets(params: Params, language: str | None = None) -> list[EvalSet]
     task_run_name="evaluate-{model.name}-{eval_set.name}",
 )
 def evaluate_model_on_set(
-    model: EvalModel, eval_set: EvalSet, max_new_tokens: int, device: str
+    model: EvalModel, eval_set: EvalSet, max_new_tokens: int, device: str, guard: LoopGuard
 ) -> PairResult:
     """Transcribe one set with one model, timing every clip."""
-    result = evaluate_pair(model, eval_set, max_new_tokens, device)
+    result = evaluate_pair(model, eval_set, max_new_tokens, device, guard)
     seconds = sum(c.decode_s for c in result.clips)
     langs = ",".join(eval_set.languages())
     print(f"{model.name} on {eval_set.name} [{langs}]: {len(result.clips)} clips, {seconds:.1f} s")

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from distilflow.config import Params, section_hash
 from distilflow.expert_stage import expert_path, train_language
 from distilflow.lineage import git_commit
+from distilflow.loop_guard import guard_of
 from distilflow.registry import flat_params, tracking_run
 from tasks.label import cache_dir_of
 
@@ -40,6 +41,7 @@ def train_experts(params: Params, language: str) -> dict[str, Any]:
             params.student.dev_fraction,
             cache_dir_of(params.paths.cache_dir),
             tracker,
+            guard_of(params.decode),
         )
         if "skipped" not in report:
             final = {

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from distilflow.config import Params, section_hash
 from distilflow.distill import distil
 from distilflow.lineage import git_commit
+from distilflow.loop_guard import guard_of
 from distilflow.registry import flat_params, tracking_run
 from distilflow.train import NullTracker
 from tasks.label import cache_dir_of
@@ -36,11 +37,11 @@ def run_distillation(params: Params, accelerator: Any | None = None) -> dict[str
         cache_dir_of(params.paths.cache_dir),
     )
     if accelerator is not None and not accelerator.is_main_process:
-        return distil(*args, NullTracker(), accelerator)
+        return distil(*args, NullTracker(), accelerator, guard_of(params.decode))
     run_params = flat_params("student", asdict(cfg)) | {"teacher.model": params.teacher.model}
     tags = {"git_commit": git_commit(), "params_hash": section_hash(cfg), "stage": "student"}
     with tracking_run(params.tracking, "student", run_params, tags) as tracker:
-        report = distil(*args, tracker, accelerator)
+        report = distil(*args, tracker, accelerator, guard_of(params.decode))
         s, t = report["student"], report["teacher"]
         finals = {
             "final/student_dev_wer_mean": s["dev_wer_mean"],

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import WhisperForConditionalGeneration, WhisperProcessor
+from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.config import RegistryConfig, TrackingConfig, load_params
 from distilflow.consumer import RegisteredWhisper
+from distilflow.loop_guard import LoopGuard
 from distilflow.registry import Candidate, Registration, load_registered, register_model_dir
 from distilflow.student import SIDE_FILE
 from distilflow.testing import save_tiny_whisper
@@ -55,15 +56,22 @@ def clip(seconds: float = 1.0) -> np.ndarray:
 
 
 def greedy(directory: Path, audio: np.ndarray, language: str) -> str:
-    """transformers' own greedy transcript of ``audio`` by the model in ``directory``."""
+    """transformers' own greedy transcript of ``audio`` by the model in ``directory``, with the
+    repetition guard consumers decode with (the tiny random models loop)."""
     model = WhisperForConditionalGeneration.from_pretrained(directory).eval()
     processor = WhisperProcessor.from_pretrained(directory)
     feats = processor.feature_extractor(audio, sampling_rate=16_000, return_tensors="pt")
+    guard = LoopGuard()
     with torch.no_grad():
         ids = model.generate(
-            feats.input_features, language=language, task="transcribe", max_new_tokens=TOKENS
+            feats.input_features,
+            language=language,
+            task="transcribe",
+            max_new_tokens=TOKENS,
+            logits_processor=LogitsProcessorList(guard.processors(model)),
         )
-    text: str = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0]
+    rows = guard.text_rows(ids, model)
+    text: str = processor.tokenizer.batch_decode(rows, skip_special_tokens=True)[0]
     return text.strip()
 
 
