@@ -10,15 +10,22 @@ DEV := $(VENV)/.installed-dev
 
 # torch goes first, pinned: its CPU wheel is what the machine carries; any other order pulls
 # several GB of CUDA packages. The demo needs the package alone; tests and lint add [dev].
+# pip byte-compiles what it installs one file at a time (25 of torch's 34 s here); compileall
+# does it on every core instead (15 s). Like pip, it carries on past the few files that are not
+# valid Python 3.11 (templates, other versions' code), hence the `|| true`.
+COMPILE := $(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
+
 $(CORE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
+	$(BIN)/python -m pip install -q --no-compile -e .
+	$(COMPILE)
 	touch $(CORE)
 
 $(DEV): $(CORE)
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-compile -e ".[dev]"
+	$(COMPILE)
 	touch $(DEV)
 
 install: $(DEV)
