@@ -56,11 +56,11 @@ def greedy_generate(
         _prompt(gen, language)  # validates the language
         inputs = generate_inputs(model, features)  # a dynamic student: its encoder's outputs
         kwargs = _greedy_kwargs(gen, language, max_new_tokens)
-        if guard is not None and guard.enabled:
+        if guard is not None:
             kwargs["logits_processor"] = LogitsProcessorList(guard.processors(model))
         out = model.generate(**inputs, **kwargs)
     tokens = _text_tokens(out, gen)
-    return guard.trim(tokens) if guard is not None and guard.enabled else tokens
+    return guard.trim(tokens) if guard is not None else tokens  # trim: a no-op when off
 
 
 def _greedy_kwargs(gen: Any, language: str, max_new_tokens: int) -> dict[str, Any]:
