@@ -22,14 +22,20 @@ class Lineage:
         return asdict(self)
 
 
+# What "+dirty" looks at: every tracked file but DVC's lock files, which `dvc repro` rewrites
+# as it goes (each stage after the first would otherwise record its own commit as dirty).
+COMMITTED_CODE = (":(top)", ":(top,exclude,glob)**/dvc.lock")
+
+
 def git_commit(cwd: Path | None = None) -> str:
-    """HEAD commit, with "+dirty" when the work tree differs; "unknown" outside a repository."""
+    """HEAD commit, with "+dirty" when a tracked file other than a ``dvc.lock`` differs from it;
+    "unknown" outside a repository."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *COMMITTED_CODE],
             cwd=cwd,
             capture_output=True,
             text=True,
