@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -37,6 +37,10 @@ class Decision:
     challenger_mean: float | None = None  # macro mean over ``compared`` (all, without champion)
     champion_mean: float | None = None  # macro mean over ``compared``
     champion_version: str | None = None  # registry version of the champion, when known
+    # languages where the champion was scored again on the challenger's clips (its recorded
+    # figure was measured on other clips or decoding; see distilflow/wer_basis.py): the
+    # recorded figure, replaced in ``champion_wer`` by the new one
+    champion_rescored: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -45,6 +49,24 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe (no NaN): what decision.json and the registry record."""
         return asdict(self) | {"verdict": self.verdict}
+
+
+def with_rescored(decision: Decision, recorded: Mapping[str, Any]) -> Decision:
+    """``decision`` taken on re-scored champion figures, saying so (``recorded``: language ->
+    the champion's recorded WER that was replaced). Pure."""
+    if not recorded or decision.champion_wer is None:
+        return decision
+    rescored = {lang: finite_or_none(recorded[lang]) for lang in sorted(recorded)}
+    notes = []
+    for lang, old in rescored.items():
+        new = decision.champion_wer.get(lang)
+        was = "none" if old is None else f"{old:.4f}"
+        now = "none" if new is None else f"{new:.4f}"
+        notes.append(
+            f"{lang}: champion scored again on the challenger's clips ({now}; its recorded "
+            f"{was} was measured on other clips or decoding)"
+        )
+    return replace(decision, reasons=decision.reasons + notes, champion_rescored=rescored)
 
 
 def finite_or_none(value: Any) -> float | None:

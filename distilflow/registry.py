@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -42,7 +42,8 @@ import yaml
 from distilflow.config import RegistryConfig, TrackingConfig
 from distilflow.dynamic import audio_context_of_dir, describe_audio_context
 from distilflow.model_card import CardInfo, render_model_card
-from distilflow.promotion import Decision, clean_scores, decide
+from distilflow.promotion import Decision, clean_scores, decide, with_rescored
+from distilflow.wer_basis import unmatched_languages
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -206,6 +207,23 @@ class Candidate:
     lineage: Mapping[str, Any]  # git_commit, params_hash, input_hash, teacher_id, ...
     kind: str = "student"
     data: Mapping[str, Any] = field(default_factory=dict)  # for the model card
+    # per language, what ``wer`` was measured on (distilflow/wer_basis.py); {} = unknown
+    wer_basis: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version holding the ``champion`` alias, with its recorded WER and their basis."""
+
+    version: str
+    wer: dict[str, Any]
+    basis: dict[str, str]  # {} for versions registered before bases were recorded
+
+
+# Scores a registered model (its ``models:/name/version`` URI) on the challenger's clips of the
+# given languages, decoded as the challenger was: per-language WER. Given by the caller, which
+# knows the evaluation; this module only calls it.
+Rescore = Callable[[str, list[str]], Mapping[str, float]]
 
 
 @dataclass(frozen=True)
@@ -238,16 +256,48 @@ def registry_client(cfg: TrackingConfig) -> MlflowClient:
     return mlflow.MlflowClient()
 
 
-def current_champion(client: MlflowClient, name: str) -> tuple[str, dict[str, Any]] | None:
-    """(version, per-language WER) of the ``champion`` alias, or None when there is none."""
+def current_champion(client: MlflowClient, name: str) -> Champion | None:
+    """The version with the ``champion`` alias, or None when there is none."""
     from mlflow.exceptions import MlflowException
 
     try:
         version = client.get_model_version_by_alias(name, CHAMPION_ALIASES[0])
     except MlflowException:  # no such model, or no such alias
         return None
-    wer: dict[str, Any] = json.loads(version.tags.get("wer", "{}"))
-    return str(version.version), wer
+    return Champion(
+        str(version.version),
+        json.loads(version.tags.get("wer", "{}")),
+        json.loads(version.tags.get("wer_basis", "{}")),
+    )
+
+
+def judge(
+    cand_wer: Mapping[str, Any],
+    cand_basis: Mapping[str, str],
+    champion: Champion | None,
+    tolerance: float,
+    rescore: Rescore | None,
+    model_name: str,
+) -> Decision:
+    """The gate, on figures measured on the same clips: where the champion's recorded figure
+    has another basis than the challenger's, ``rescore`` scores the champion again first (without
+    ``rescore``, the recorded figures are compared and the reasons say which differ)."""
+    if champion is None:
+        return decide(cand_wer, None, tolerance)
+    unmatched = unmatched_languages(champion.basis, cand_basis, champion.wer)
+    champ_wer = dict(champion.wer)
+    if unmatched and rescore is not None:
+        champ_wer |= dict(rescore(f"models:/{model_name}/{champion.version}", unmatched))
+        recorded = {lang: champion.wer[lang] for lang in unmatched}
+        return with_rescored(decide(cand_wer, champ_wer, tolerance, champion.version), recorded)
+    decision = decide(cand_wer, champ_wer, tolerance, champion.version)
+    if unmatched:
+        note = (
+            f"measured on other clips or decoding than the champion's: {', '.join(unmatched)} "
+            "(compared as recorded)"
+        )
+        decision = dataclasses.replace(decision, reasons=[*decision.reasons, note])
+    return decision
 
 
 def pip_requirements() -> list[str]:
@@ -259,6 +309,7 @@ def pip_requirements() -> list[str]:
 def lineage_tags(cand: Candidate) -> dict[str, str]:
     """Tags of the run and the version: kind and lineage (None values as "unknown")."""
     tags = {"kind": cand.kind, "wer": json.dumps(clean_scores(cand.wer), sort_keys=True)}
+    tags["wer_basis"] = json.dumps(dict(cand.wer_basis), sort_keys=True)
     kind, multiple = audio_context_of_dir(cand.model_dir)
     tags |= {
         "audio_context": kind,
@@ -326,9 +377,10 @@ def _log_run_inputs(cand: Candidate, cfg: RegistryConfig) -> None:
 
 
 def register_model_dir(
-    tracking: TrackingConfig, cfg: RegistryConfig, cand: Candidate
+    tracking: TrackingConfig, cfg: RegistryConfig, cand: Candidate, rescore: Rescore | None = None
 ) -> Registration:
-    """Register ``cand`` as a new version, run the promotion gate, record and return it."""
+    """Register ``cand`` as a new version, run the promotion gate (see :func:`judge`), record
+    and return it."""
     import mlflow
 
     if not any(Path(cand.model_dir).glob("*.safetensors")):
@@ -339,8 +391,7 @@ def register_model_dir(
     tags = lineage_tags(cand)
     with mlflow.start_run(run_name=f"register-{cand.kind}", tags=tags) as run:
         _log_run_inputs(cand, cfg)
-        champ_version, champ_wer = champion if champion else (None, None)
-        decision = decide(cand.wer, champ_wer, cfg.tolerance, champ_version)
+        decision = judge(cand.wer, cand.wer_basis, champion, cfg.tolerance, rescore, cfg.model_name)
         version = _log_model(cand, cfg.model_name, tags | decision_tags(decision))
         aliases = _set_aliases(client, cfg.model_name, version, decision.promote)
         card = render_model_card(
@@ -378,13 +429,14 @@ def promote_version(
     client = registry_client(tracking)
     mv = client.get_model_version(cfg.model_name, version)
     champion = current_champion(client, cfg.model_name)
-    if champion is not None and champion[0] == str(version):
+    if champion is not None and champion.version == str(version):
         champion = None if force else champion
         if not force:
             reasons = [f"version {version} is already the champion"]
             return _promotion_record(client, cfg.model_name, version, False, reasons)
-    champ_version, champ_wer = champion if champion else (None, None)
-    decision = decide(json.loads(mv.tags.get("wer", "{}")), champ_wer, cfg.tolerance, champ_version)
+    basis = json.loads(mv.tags.get("wer_basis", "{}"))
+    wer = json.loads(mv.tags.get("wer", "{}"))
+    decision = judge(wer, basis, champion, cfg.tolerance, None, cfg.model_name)
     if force and not decision.promote:
         reasons = [f"forced by the operator: {force}", *decision.reasons]
         decision = dataclasses.replace(decision, promote=True, reasons=reasons)

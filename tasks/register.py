@@ -7,6 +7,7 @@ The metrics come from the student stage's ``report.json`` (``student.dev_wer``, 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,13 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import Params
+from distilflow.eval_sets import DEV
 from distilflow.lineage import git_commit
-from distilflow.registry import Candidate, register_model_dir
+from distilflow.registry import Candidate, Rescore, download_model, register_model_dir, whisper_dir
 from distilflow.release import assemble, chosen_languages, dev_wer, release_wer
+from distilflow.rescore import decoding_of, score_release
+from distilflow.wer_basis import bases_of
+from tasks.label import cache_dir_of
 
 DVC_LOCK = Path("dvc.lock")
 
@@ -83,7 +88,31 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
         "experts_dev_wer": experts_wer,
     }
     kind = "student+experts" if chosen else "student"
-    return Candidate(release, release_wer(student_wer, experts_wer, chosen), lineage, kind, data)
+    wer = release_wer(student_wer, experts_wer, chosen)
+    basis = {lang: b for lang, b in evaluated_basis(params).items() if lang in wer}
+    return Candidate(release, wer, lineage, kind, data, basis)
+
+
+def evaluated_basis(params: Params) -> dict[str, str]:
+    """Per language, what the evaluation's dev WER was measured on (its transcripts.jsonl: the
+    student's dev clips; the experts model scores the same clips of its languages)."""
+    path = Path(params.evaluate.out_dir) / "transcripts.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return bases_of(rows, "student", DEV, decoding_of(params))
+
+
+def champion_rescorer(params: Params, basis: Mapping[str, str]) -> Rescore:
+    """Scores a registered champion again on the evaluation's dev clips of some languages."""
+
+    def rescore(uri: str, languages: list[str]) -> dict[str, float]:
+        cache = cache_dir_of(params.paths.cache_dir)
+        directory = whisper_dir(download_model(uri, cache / "registry"))
+        print(f"registry: scoring {uri} again on today's dev clips of {', '.join(languages)}")
+        return score_release(params, directory, languages, basis, cache)
+
+    return rescore
 
 
 def _transient(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
@@ -101,7 +130,9 @@ def _transient(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
 )
 def register_student(params: Params) -> dict[str, Any]:
     """Register the student, apply the gate, write ``registry.out_dir/decision.json``."""
-    result = register_model_dir(params.tracking, params.registry, student_candidate(params))
+    cand = student_candidate(params)
+    rescore = champion_rescorer(params, cand.wer_basis)
+    result = register_model_dir(params.tracking, params.registry, cand, rescore)
     record = result.to_dict()
     atomic_write_json(Path(params.registry.out_dir) / "decision.json", record)
     print(

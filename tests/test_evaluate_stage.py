@@ -235,6 +235,27 @@ def test_the_report_refuses_stale_or_missing_languages(project: Path) -> None:
         run_report(params, None)
 
 
+def test_a_release_scored_again_gives_the_evaluations_figures(project: Path) -> None:
+    """What the promotion gate does when the champion was scored on other clips: the release
+    decoded again on the evaluation's dev clips gives the evaluation's WER, to the digit; dev
+    clips that are no longer the evaluation's are refused by name."""
+    from distilflow.eval_results import StaleResultsError
+    from distilflow.eval_stage import run_evaluation
+    from distilflow.rescore import decoding_of, score_release
+    from distilflow.wer_basis import bases_of
+
+    params = load_params(evaluate_params(project, "again", models=["student"], extra_sets={}))
+    metrics, _ = run_evaluation(params, None)
+    lines = (project / "again" / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()
+    bases = bases_of([json.loads(x) for x in lines], "student", "dev", decoding_of(params))
+    assert sorted(bases) == list(LANGUAGES)
+    student = project / "student" / "model"
+    scores = score_release(params, student, list(LANGUAGES), bases)
+    evaluated = metrics["sets"]["dev"]["student"]["languages"]
+    assert scores == {lang: evaluated[lang]["wer"] for lang in LANGUAGES}
+    with pytest.raises(StaleResultsError, match="fr: the evaluation's dev clips are not today's"):
+        score_release(params, student, ["fr"], bases | {"fr": "other clips"})
+
 def test_a_language_without_clips_writes_empty_results(project: Path) -> None:
     from distilflow.eval_stage import run_language
 
