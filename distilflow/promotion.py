@@ -63,8 +63,8 @@ def with_rescored(decision: Decision, recorded: Mapping[str, Any]) -> Decision:
         was = "none" if old is None else f"{old:.4f}"
         now = "none" if new is None else f"{new:.4f}"
         notes.append(
-            f"{lang}: champion scored again on the challenger's clips ({now}; its recorded "
-            f"{was} was measured on other clips or decoding)"
+            f"{lang}: champion scored again on the challenger's dev clips: {now} (recorded: "
+            f"{was}, not known to be on the same clips and decoding)"
         )
     return replace(decision, reasons=decision.reasons + notes, champion_rescored=rescored)
 

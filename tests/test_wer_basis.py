@@ -53,8 +53,8 @@ def test_with_rescored_keeps_the_recorded_figure_and_says_why() -> None:
     assert decision.promote and decision.champion_wer == {"fr": 0.41}
     assert decision.champion_rescored == {"fr": 0.30}
     assert decision.reasons[-1] == (
-        "fr: champion scored again on the challenger's clips (0.4100; its recorded 0.3000 "
-        "was measured on other clips or decoding)"
+        "fr: champion scored again on the challenger's dev clips: 0.4100 (recorded: 0.3000, "
+        "not known to be on the same clips and decoding)"
     )
     assert decision.to_dict()["champion_rescored"] == {"fr": 0.30}
 
