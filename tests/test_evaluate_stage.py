@@ -256,6 +256,7 @@ def test_a_release_scored_again_gives_the_evaluations_figures(project: Path) -> 
     with pytest.raises(StaleResultsError, match="fr: the evaluation's dev clips are not today's"):
         score_release(params, student, ["fr"], bases | {"fr": "other clips"})
 
+
 def test_a_language_without_clips_writes_empty_results(project: Path) -> None:
     from distilflow.eval_stage import run_language
 

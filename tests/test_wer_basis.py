@@ -11,7 +11,7 @@ from distilflow.loop_guard import LoopGuard
 from distilflow.promotion import decide, with_rescored
 from distilflow.registry import Candidate, register_model_dir
 from distilflow.testing import save_tiny_whisper
-from distilflow.wer_basis import basis, bases_of, decoding_key, unmatched_languages
+from distilflow.wer_basis import bases_of, basis, decoding_key, unmatched_languages
 
 DECODING = decoding_key(128, LoopGuard())
 
