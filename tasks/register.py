@@ -18,8 +18,10 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import Params
+from distilflow.eval_results import StaleResultsError
 from distilflow.eval_sets import DEV
 from distilflow.lineage import git_commit
+from distilflow.models.load import transformers_dir_fingerprint
 from distilflow.registry import Candidate, Rescore, download_model, register_model_dir, whisper_dir
 from distilflow.release import assemble, chosen_languages, dev_wer, release_wer
 from distilflow.rescore import decoding_of, score_release
@@ -78,6 +80,7 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     student_wer, experts_wer = dev_wer(metrics, "student"), dev_wer(metrics, "experts")
     if not experts_wer:
         return Candidate(out / "model", read_metrics(report), lineage, "student", data)
+    check_evaluated_weights(params, out / "model")
     chosen = chosen_languages(student_wer, experts_wer)
     release = assemble(
         out / "model", Path(params.experts.out_dir), chosen, Path(params.registry.out_dir) / "model"
@@ -91,6 +94,19 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     wer = release_wer(student_wer, experts_wer, chosen)
     basis = {lang: b for lang, b in evaluated_basis(params).items() if lang in wer}
     return Candidate(release, wer, lineage, kind, data, basis)
+
+
+def check_evaluated_weights(params: Params, model_dir: Path) -> None:
+    """The evaluation's figures are those of the student weights in ``model_dir``, or
+    StaleResultsError (a student retrained since the evaluation ran, outside DVC)."""
+    path = Path(params.evaluate.out_dir) / "report.json"
+    scored = json.loads(path.read_text("utf-8")).get("models", {}).get("student", {}).get("id")
+    here = transformers_dir_fingerprint(model_dir)
+    if scored != here:
+        raise StaleResultsError(
+            f"{path}: the evaluation scored student weights {scored}, {model_dir} holds {here}: "
+            "run the evaluation again before registering"
+        )
 
 
 def evaluated_basis(params: Params) -> dict[str, str]:

@@ -208,6 +208,7 @@ def test_register_task_writes_decision_json(
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     raw["student"]["out_dir"] = str(tmp_path / "student")
     raw["registry"]["out_dir"] = str(tmp_path / "registry")
+    raw["evaluate"]["out_dir"] = str(tmp_path / "evaluate")
     raw["tracking"]["uri"] = tracking.uri
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     params = load_params(tmp_path / "params.yaml")
@@ -235,6 +236,23 @@ def test_register_task_writes_decision_json(
     assert written["decision"]["verdict"] == "promoted" and written["version"] == "1"
     assert written["decision"]["challenger_wer"] == {"en": 0.25, "ru": None}
     assert written["model_uri"] == f"models:/{params.registry.model_name}/1"
+
+    # with the evaluation's figures: they must be those of the weights registered
+    from distilflow.eval_results import StaleResultsError
+    from distilflow.models.load import transformers_dir_fingerprint
+
+    evaluated = Path(params.evaluate.out_dir)
+    evaluated.mkdir(parents=True)
+    worse = {"languages": {"en": {"wer": 0.3}}}  # experts that do not ship
+    rows = {"student": {"languages": {"en": {"wer": 0.2}}}, "experts": worse}
+    (evaluated / "metrics.json").write_text(json.dumps({"sets": {"dev": rows}}), "utf-8")
+    scored = {"models": {"student": {"id": "weights-of-an-older-student"}}}
+    (evaluated / "report.json").write_text(json.dumps(scored), "utf-8")
+    with pytest.raises(StaleResultsError, match="run the evaluation again before registering"):
+        student_candidate(params, lock)
+    scored["models"]["student"]["id"] = transformers_dir_fingerprint(tmp_path / "student" / "model")
+    (evaluated / "report.json").write_text(json.dumps(scored), "utf-8")
+    assert student_candidate(params, lock).wer == {"en": 0.2}
 
 
 def test_task_retries_io_failures_only() -> None:
