@@ -132,6 +132,7 @@ class StudentConfig:
     audio_context: Literal["padded", "dynamic"] = "padded"
     context_multiple_s: float = 1.0  # dynamic: rounding step of the encoder's input (x 0.02 s)
     encoder_mse: float = 0.0  # dynamic: weight of MSE(student, teacher encoder) on real frames
+    deterministic: bool = True  # torch's deterministic kernels: a re-run gives the same weights
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class ExpertsConfig:
     seed: int
     device: str  # auto | cpu | cuda | cuda:N
     progress: bool
+    deterministic: bool = True  # as student.deterministic
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.models.convert import atomic_dir
 from distilflow.teacher import pick_device
-from distilflow.train import StatesFn, Tracker, Trainer, TrainExample
+from distilflow.train import StatesFn, Tracker, Trainer, TrainExample, seed_training
 from distilflow.train_data import (
     decoder_example,
     load_training_examples,
@@ -140,7 +140,7 @@ def distil(
     from distilflow.models import load_whisper
     from distilflow.student import count_parameters
 
-    torch.manual_seed(cfg.seed)
+    seed_training(cfg.seed, cfg.deterministic)
     device = accelerator.device if accelerator is not None else pick_device(cfg.device)
     main = accelerator is None or bool(accelerator.is_main_process)
     loaded = load_whisper(teacher_ref, cache_dir=cache_dir)

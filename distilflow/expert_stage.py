@@ -29,7 +29,7 @@ from distilflow.experts import ExpertSpec, attach_language, save_experts, set_ga
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.teacher import pick_device
-from distilflow.train import Tracker, Trainer
+from distilflow.train import Tracker, Trainer, seed_training
 from distilflow.train_data import load_training_examples
 
 REPORT = "report.json"
@@ -200,7 +200,7 @@ def train_language(
 ) -> dict[str, Any]:
     """Train one language's experts (or baseline); returns and writes the report. Dev
     transcripts are decoded with ``guard``, as evaluation decodes them."""
-    torch.manual_seed(cfg.seed)
+    seed_training(cfg.seed, cfg.deterministic)
     out = Path(cfg.out_dir) / language
     run = setup(cfg, language, student_dir, filtered_dir, teacher_ref, dev_fraction, cache_dir)
     if run is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 from collections.abc import Callable
@@ -109,6 +110,20 @@ class TrainState:
     best_wer: dict[str, float] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_training(seed: int, deterministic: bool) -> None:
+    """Seed torch; with ``deterministic``, also take torch's deterministic kernels, so a run
+    from scratch gives bit-identical weights on the same machine and thread count.
+
+    On 2 CPU threads the embedding's backward otherwise sums in a varying order: two runs of
+    the demo's 150 student steps ended up to 2.4e-6 apart (same transcripts). Ops without a
+    deterministic kernel warn instead of failing. Process-wide, as torch's switch is.
+    """
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
