@@ -28,6 +28,7 @@ from distilflow.expert_loss import ExpertLoss, encoder_frames
 from distilflow.experts import ExpertSpec, attach_language, save_experts, set_gate_noise
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.loop_guard import DEFAULT_GUARD, LoopGuard
+from distilflow.safetensors_io import save_tensors
 from distilflow.teacher import pick_device
 from distilflow.train import Tracker, Trainer, seed_training
 from distilflow.train_data import load_training_examples
@@ -276,10 +277,8 @@ def make_trainer(
         if cfg.method == "experts":
             save_experts(model, target, run.language, spec_of(cfg), run.base_fingerprint)
         else:
-            from safetensors.torch import save_file
-
             meta = {"language": run.language, "method": cfg.method, "base": run.base_fingerprint}
-            save_file(trainable_state(model, cfg), str(target), metadata=meta)
+            save_tensors(target, trainable_state(model, cfg), meta)
         atomic_write_json(dst / "info.json", info)
 
     def noise(step: int) -> None:

@@ -31,10 +31,10 @@ from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
-from distilflow.atomic import atomic_write_bytes
+from distilflow.safetensors_io import save_tensors
 
 ExpertForm = Literal["full", "lowrank"]
 FORMAT_VERSION = 1  # of the expert files' metadata
@@ -250,8 +250,7 @@ def save_experts(model: Any, path: Path, language: str, spec: ExpertSpec, base: 
         "spec": json.dumps(asdict(spec)),
         "base": base,
     }
-    atomic_write_bytes(Path(path), save(expert_state_dict(model), metadata=meta))
-    return Path(path)
+    return save_tensors(Path(path), expert_state_dict(model), meta)
 
 
 def read_expert_metadata(path: Path) -> dict[str, Any]:

@@ -113,14 +113,17 @@ class TrainState:
 
 
 def seed_training(seed: int, deterministic: bool) -> None:
-    """Seed torch; with ``deterministic``, also take torch's deterministic kernels, so a run
-    from scratch gives bit-identical weights on the same machine and thread count.
+    """Seed torch and Python's ``random``; with ``deterministic``, also take torch's
+    deterministic kernels, so a run from scratch gives bit-identical weights (and checkpoints)
+    on the same machine and thread count.
 
-    On 2 CPU threads the embedding's backward otherwise sums in a varying order: two runs of
+    On 2 CPU threads the backward of the decoder's positional-embedding gather otherwise sums
+    in a varying order: two runs of
     the demo's 150 student steps ended up to 2.4e-6 apart (same transcripts). Ops without a
     deterministic kernel warn instead of failing. Process-wide, as torch's switch is.
     """
     torch.manual_seed(seed)
+    random.seed(seed)  # checkpointed with the rest: unseeded, each run's checkpoint differed
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
