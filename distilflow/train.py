@@ -118,9 +118,9 @@ def seed_training(seed: int, deterministic: bool) -> None:
     on the same machine and thread count.
 
     On 2 CPU threads the backward of the decoder's positional-embedding gather otherwise sums
-    in a varying order: two runs of
-    the demo's 150 student steps ended up to 2.4e-6 apart (same transcripts). Ops without a
-    deterministic kernel warn instead of failing. Process-wide, as torch's switch is.
+    in a varying order: two runs of the demo's 150 student steps ended up to 2.4e-6 apart (same
+    transcripts). Ops without a deterministic kernel warn instead of failing. Process-wide, as
+    torch's switch is.
     """
     torch.manual_seed(seed)
     random.seed(seed)  # checkpointed with the rest: unseeded, each run's checkpoint differed
