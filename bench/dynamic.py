@@ -34,12 +34,12 @@ from bench.common import provenance, write_result
 from bench.student import held_out_clips
 from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.config import load_params
-from distilflow.dynamic import audio_context_of, fit_features
-from distilflow.eval_models import decode_clip
-from distilflow.evaluate import error_rate_corpus
-from distilflow.loop_guard import NO_GUARD, guard_of
+from distilflow.decoding.loop_guard import NO_GUARD, guard_of
+from distilflow.decoding.speculative import _prompt
+from distilflow.evaluate.models import decode_clip
 from distilflow.models import load_whisper
-from distilflow.speculative import _prompt
+from distilflow.models.dynamic import audio_context_of, fit_features
+from distilflow.text import error_rate_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("teacher", "padded", "dynamic")

@@ -33,15 +33,16 @@ import torch
 
 from bench.common import provenance, write_result
 from distilflow.config import ExpertsConfig, load_params
-from distilflow.distill import EncoderStates, TrainableEncoderStates
-from distilflow.encoder_cache import EncoderCache, module_hash
-from distilflow.evaluate import EvalClip, error_rate_corpus
-from distilflow.expert_stage import LanguageRun, make_trainer, prepare_model
+from distilflow.decoding.greedy import EvalClip
+from distilflow.experts.stage import LanguageRun, make_trainer, prepare_model
 from distilflow.lineage import combine_hashes
 from distilflow.models import load_whisper
-from distilflow.student import count_parameters
-from distilflow.train import NullTracker, TrainExample
-from distilflow.train_data import decoder_example, prompt_ids
+from distilflow.models.device import count_parameters
+from distilflow.models.encoder_cache import EncoderCache, module_hash
+from distilflow.text import error_rate_corpus
+from distilflow.training.data import decoder_example, prompt_ids
+from distilflow.training.loop import NullTracker, TrainExample
+from distilflow.training.states import EncoderStates, TrainableEncoderStates
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("student", "finetune", "lora", "experts_no_kd", "experts_kd", "experts_kd_l2s")
@@ -161,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(REPO / "params.yaml")
     cache = REPO / params.paths.cache_dir
-    teacher_loaded = load_whisper(params.teacher.model, cache_dir=cache)
+    teacher_loaded = load_whisper(params.label.model, cache_dir=cache)
     teacher = teacher_loaded.model.eval()
     teacher.requires_grad_(False)
     base = load_whisper(args.student, cache_dir=cache)
@@ -182,7 +183,7 @@ def main() -> None:
                 "steps": args.steps,
                 "encoder": args.encoder,
                 "student": args.student,
-                "teacher": params.teacher.model,
+                "teacher": params.label.model,
                 "batch_size": params.experts.batch_size,
                 "form": params.experts.form,
                 "rank": params.experts.rank,

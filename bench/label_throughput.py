@@ -25,18 +25,18 @@ import jiwer
 
 from bench.common import provenance, write_result
 from distilflow.audio import load_audio
-from distilflow.filter import normalize
-from distilflow.label_cache import LabelCache
-from distilflow.models import load_whisper
-from distilflow.teacher import (
+from distilflow.label.cache import LabelCache
+from distilflow.label.teacher import (
     Clip,
     GenerationSettings,
     Labeller,
     TransformersLabeller,
     label_clips,
-    pick_device,
 )
-from distilflow.teacher_ct2 import Ct2Labeller
+from distilflow.label.teacher_ct2 import Ct2Labeller
+from distilflow.models import load_whisper
+from distilflow.models.device import pick_device
+from distilflow.text import normalize
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from distilflow.config import ExpertsConfig, Params, load_params
-from distilflow.eval_metrics import evaluate_pair, language_metrics
-from distilflow.eval_models import EvalModel
-from distilflow.eval_sets import audiofolder_set
-from distilflow.eval_stage import only_languages
-from distilflow.expert_stage import expert_path, prepare_model, train_language
-from distilflow.loop_guard import guard_of
+from distilflow.decoding.loop_guard import guard_of
+from distilflow.evaluate.metrics import evaluate_pair, language_metrics
+from distilflow.evaluate.models import EvalModel
+from distilflow.evaluate.sets import audiofolder_set
+from distilflow.evaluate.stage import only_languages
+from distilflow.experts.stage import prepare_model, train_language
+from distilflow.models.experts import expert_path
 from distilflow.models.load import LoadedWhisper, load_whisper
-from distilflow.train import NullTracker
+from distilflow.training.loop import NullTracker
 
 METHODS = ("finetune", "lora")
 
@@ -80,7 +81,7 @@ def one_baseline(
         lang,
         student_dir,
         Path(params.filter.out_dir),
-        params.teacher.model,
+        params.label.model,
         params.student.dev_fraction,
         cache,
         NullTracker(),

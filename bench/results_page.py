@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import provenance
-from distilflow.eval_report import figure_png
+from distilflow.evaluate.report import figure_png
 
 MODELS = ("teacher", "student", "experts", "finetune", "lora")
 LABELS = {

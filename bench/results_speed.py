@@ -17,10 +17,10 @@ from bench.results_project import REPO
 from bench.student import decode_bench
 from distilflow.audio import load_audio
 from distilflow.config import load_params
+from distilflow.decoding.speculative import greedy_generate
 from distilflow.models import load_whisper
-from distilflow.speculative import greedy_generate
-from distilflow.student import count_parameters
-from distilflow.train_data import prompt_ids
+from distilflow.models.device import count_parameters
+from distilflow.training.data import prompt_ids
 
 
 def test_rows(proj: Path, per_language: int) -> list[dict[str, Any]]:
@@ -70,7 +70,7 @@ def run_speed(proj: Path, work: Path, per_language: int) -> dict[str, Any]:
     params = load_params(proj / "params.yaml")
     cache = Path(params.paths.cache_dir)
     torch.manual_seed(0)
-    loaded = load_whisper(params.teacher.model, cache_dir=cache)
+    loaded = load_whisper(params.label.model, cache_dir=cache)
     teacher, processor = loaded.model.eval(), loaded.processor
     student = load_whisper(str(proj / params.student.out_dir / "model"), cache_dir=cache).model
     student.eval()

@@ -22,10 +22,10 @@ import torch
 
 from bench.common import provenance, write_result
 from distilflow.audio import load_audio
-from distilflow.evaluate import error_rate_corpus
+from distilflow.decoding.speculative import assisted_generate, greedy_generate
 from distilflow.models import load_whisper
-from distilflow.speculative import assisted_generate, greedy_generate
-from distilflow.student import count_parameters
+from distilflow.models.device import count_parameters
+from distilflow.text import error_rate_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,9 +114,9 @@ def train_step_bench(
     """One optimiser step of the decoder: encoder states recomputed each step, from the cache,
     and from the cache with the teacher's logits memoised (``TeacherLogits``: what the student
     and experts stages run from the second epoch on)."""
-    from distilflow.losses import distillation_loss
-    from distilflow.teacher_logits import TeacherLogits
-    from distilflow.train_data import collate, decoder_example, prompt_ids
+    from distilflow.training.data import collate, decoder_example, prompt_ids
+    from distilflow.training.losses import distillation_loss
+    from distilflow.training.teacher_logits import TeacherLogits
 
     gen = teacher.generation_config
     part = rows[:batch]

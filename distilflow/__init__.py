@@ -1,6 +1,7 @@
 """distilflow: distil multilingual Whisper models (Distil-Whisper, DistilWhisper, Distill-L2S).
 
-The ML core. It knows nothing of Prefect or DVC; MLflow stays inside ``distilflow.registry``.
+The ML core. It knows nothing of Prefect or DVC; MLflow stays inside
+``distilflow.register.registry``.
 """
 
 from __future__ import annotations

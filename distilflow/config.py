@@ -65,7 +65,7 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class LabelConfig:
     """Pseudo-labelling: the teacher transcribes every ingested clip (cached by content)."""
 
     model: str  # hub id, local transformers dir, CTranslate2 dir, or pypi:whisper-base
@@ -128,7 +128,7 @@ class StudentConfig:
     processes: int  # 1: train in the flow's process; N: N ranks (one per GPU) via torchrun
     progress: bool
     # padded: the encoder reads Whisper's 30 s window; dynamic: the clip's own length, rounded
-    # up to context_multiple_s (distilflow/dynamic.py). Defaults keep older configs valid.
+    # up to context_multiple_s (distilflow/models/dynamic.py). Defaults keep older configs valid.
     audio_context: Literal["padded", "dynamic"] = "padded"
     context_multiple_s: float = 1.0  # dynamic: rounding step of the encoder's input (x 0.02 s)
     encoder_mse: float = 0.0  # dynamic: weight of MSE(student, teacher encoder) on real frames
@@ -186,7 +186,7 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
-class RegistryConfig:
+class RegisterConfig:
     """MLflow model registry and its promotion gate (aliases, no deprecated stages)."""
 
     model_name: str  # registered model name; consumers load models:/<model_name>@champion
@@ -223,7 +223,7 @@ class ExportConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     """How distilflow decodes for scoring and serving (not the teacher's labels, which the filter
-    judges): the repetition guard (distilflow/loop_guard.py)."""
+    judges): the repetition guard (distilflow/decoding/loop_guard.py)."""
 
     loop_repeats: int = 3  # end a transcript whose tail repeats one unit this often (0 = off)
     loop_min_tokens: int = 12  # ... and only when the repeats span at least this many tokens
@@ -246,12 +246,12 @@ class Params:
 
     paths: PathsConfig
     ingest: IngestConfig
-    teacher: TeacherConfig
+    label: LabelConfig
     filter: FilterConfig
     student: StudentConfig
     experts: ExpertsConfig
     tracking: TrackingConfig
-    registry: RegistryConfig
+    register: RegisterConfig
     evaluate: EvaluateConfig
     export: ExportConfig
     retrain: RetrainConfig
@@ -339,9 +339,26 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         raise ConfigError(f"{source}: file not found") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
-    params = _build(Params, raw if raw is not None else {}, "", source)
+    raw = raw if raw is not None else {}
+    _refuse_renamed(raw, source)
+    params = _build(Params, raw, "", source)
     _check(params, source)
     return params
+
+
+RENAMED_SECTIONS = {"teacher": "label", "registry": "register"}  # old name -> the stage's name
+
+
+def _refuse_renamed(raw: Any, source: Path) -> None:
+    """A params file written before the sections took their stages' names fails, saying how."""
+    if not isinstance(raw, dict):
+        return
+    for old, new in RENAMED_SECTIONS.items():
+        if old in raw:
+            raise ConfigError(
+                f"{source}: section {old!r} is now {new!r} (named as its stage is in dvc.yaml, "
+                f"flows/ and tasks/): rename {old}: to {new}:"
+            )
 
 
 def _check(params: Params, source: Path) -> None:
@@ -357,10 +374,10 @@ def _check(params: Params, source: Path) -> None:
         )
     if not ing.sources:
         raise ConfigError(f"{source}: ingest.sources: at least one source is needed")
-    t = params.teacher
+    t = params.label
     for name in ("batch_size", "shard_size", "max_new_tokens", "num_beams"):
         if getattr(t, name) < 1:
-            raise ConfigError(f"{source}: teacher.{name}: must be at least 1")
+            raise ConfigError(f"{source}: label.{name}: must be at least 1")
     st = params.student
     for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "processes"):
         if getattr(st, name) < 1:
@@ -387,8 +404,8 @@ def _check(params: Params, source: Path) -> None:
         raise ConfigError(
             f"{source}: decode: loop_repeats must be 0 (off) or >= 2, loop_min_tokens >= 1"
         )
-    if not params.registry.tolerance >= 0:
-        raise ConfigError(f"{source}: registry.tolerance: must be >= 0 (an absolute WER)")
+    if not params.register.tolerance >= 0:
+        raise ConfigError(f"{source}: register.tolerance: must be >= 0 (an absolute WER)")
     f = params.filter
     for name in ("normalizer", "max_error"):
         if "default" not in getattr(f, name):

@@ -63,7 +63,7 @@ def _last_line(path: Path) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from distilflow.config import load_params
-    from distilflow.registry import registry_status
+    from distilflow.register.registry import registry_status
 
     root = _project(args)
     params = load_params(root / "params.yaml")
@@ -75,12 +75,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         env={**os.environ, "DVC_NO_ANALYTICS": "1"},
     )
     stale = sorted(json.loads(dvc.stdout or "{}")) if dvc.returncode == 0 else None
-    decision_file = root / params.registry.out_dir / "decision.json"
+    decision_file = root / params.register.out_dir / "decision.json"
     decision = json.loads(decision_file.read_text()) if decision_file.is_file() else None
     last = _last_line(root / params.paths.data_dir / "retrain" / "runs.jsonl")
     status = {
         "stale_stages": stale if stale is not None else f"dvc status failed: {dvc.stderr.strip()}",
-        "registry": registry_status(params.tracking, params.registry.model_name),
+        "registry": registry_status(params.tracking, params.register.model_name),
         "last_decision": decision
         and {
             "version": decision["version"],
@@ -96,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from distilflow.audio import load_audio
     from distilflow.config import load_params
-    from distilflow.registry import load_registered, tracking_uri
+    from distilflow.register.registry import load_registered, tracking_uri
 
     path = Path(args.file).resolve()
     params = load_params(_project(args) / "params.yaml")
@@ -109,10 +109,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from distilflow.config import load_params
-    from distilflow.registry import promote_version
+    from distilflow.register.registry import promote_version
 
     params = load_params(_project(args) / "params.yaml")
-    record = promote_version(params.tracking, params.registry, args.version, force=args.force)
+    record = promote_version(params.tracking, params.register, args.version, force=args.force)
     _print({k: record[k] for k in ("model_name", "version", "promoted", "aliases", "reasons")})
     return 0 if record["promoted"] else 1
 

@@ -21,11 +21,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from distilflow.config import Params, load_params
-from distilflow.eval_metrics import PairResult
-from distilflow.eval_models import EvalModel
-from distilflow.eval_sets import EvalSet
-from distilflow.eval_stage import of_language, part_models
-from distilflow.loop_guard import guard_of
+from distilflow.decoding.loop_guard import guard_of
+from distilflow.evaluate.metrics import PairResult
+from distilflow.evaluate.models import EvalModel
+from distilflow.evaluate.sets import EvalSet
+from distilflow.evaluate.stage import of_language, part_models
 from tasks.evaluate import (
     evaluate_model_on_set,
     load_eval_sets,

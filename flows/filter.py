@@ -34,7 +34,7 @@ def filter_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     params = load_params(params_path)
     # the per-language stages' languages (experts, evaluation) get a manifest before they have data
     languages = (*params.experts.languages, *params.evaluate.languages)
-    report = filter_labels(params.filter, params.teacher.out_dir, tuple(dict.fromkeys(languages)))
+    report = filter_labels(params.filter, params.label.out_dir, tuple(dict.fromkeys(languages)))
     create_markdown_artifact(report_markdown(report), key="filter-report")
     return report
 

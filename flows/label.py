@@ -16,14 +16,15 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from distilflow.config import load_params
-from tasks.label import cache_dir_of, collect_labels, label_shard, plan_shards
+from tasks._env import cache_dir_of
+from tasks.label import collect_labels, label_shard, plan_shards
 
 
 @flow(name="pseudo-label", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def label_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Label new clips, then write the per-language label files."""
     params = load_params(params_path)
-    cfg, cache_dir = params.teacher, cache_dir_of(params.paths.cache_dir)
+    cfg, cache_dir = params.label, cache_dir_of(params.paths.cache_dir)
     planned = plan_shards(cfg, params.ingest.out_dir, cache_dir)
     done = label_shard.map(cfg, planned, cache_dir, list(range(len(planned))))
     labelled = sum(done.result())

@@ -64,7 +64,7 @@ def retrain_flow(project: str = ".", languages: list[str] | None = None) -> dict
         params.retrain.concurrency_limit, timeout_seconds=params.retrain.lock_timeout_s, strict=True
     ):
         ran = reproduce(plan, root)
-    decision_path = root / params.registry.out_dir / "decision.json"
+    decision_path = root / params.register.out_dir / "decision.json"
     record: dict[str, Any] = {
         "started": started,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

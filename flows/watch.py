@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow
 
 from distilflow.config import inbox_source, load_params
-from distilflow.inbox import load_state, record_handed_on
+from distilflow.ingest.inbox import load_state, record_handed_on
 from flows.retrain import retrain_flow
 from tasks.watch import failed_runs, scan_inbox, trigger_retrain
 

@@ -26,3 +26,8 @@ def apply_defaults() -> None:
     """Set each default only where the environment does not already set it."""
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def cache_dir_of(configured: str) -> Path:
+    """Model cache: env DISTILFLOW_CACHE wins over paths.cache_dir."""
+    return Path(os.environ.get("DISTILFLOW_CACHE", configured))

@@ -13,12 +13,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distilflow.config import Params
-from distilflow.eval_metrics import PairResult, evaluate_pair
-from distilflow.eval_models import EvalModel
-from distilflow.eval_report import write_evaluation
-from distilflow.eval_results import results_path, write_results
-from distilflow.eval_sets import EvalSet
-from distilflow.eval_stage import (
+from distilflow.decoding.loop_guard import LoopGuard
+from distilflow.evaluate.metrics import PairResult, evaluate_pair
+from distilflow.evaluate.models import EvalModel
+from distilflow.evaluate.report import write_evaluation
+from distilflow.evaluate.results import results_path, write_results
+from distilflow.evaluate.sets import EvalSet
+from distilflow.evaluate.stage import (
     eval_models,
     eval_sets,
     language_record,
@@ -27,8 +28,7 @@ from distilflow.eval_stage import (
     read_language_results,
     report_from,
 )
-from distilflow.loop_guard import LoopGuard
-from tasks.label import cache_dir_of
+from tasks._env import cache_dir_of
 
 
 def models_of(params: Params) -> list[EvalModel]:

@@ -10,11 +10,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distilflow.config import Params, section_hash
-from distilflow.expert_stage import expert_path, train_language
+from distilflow.decoding.loop_guard import guard_of
+from distilflow.experts.stage import train_language
 from distilflow.lineage import git_commit
-from distilflow.loop_guard import guard_of
-from distilflow.registry import flat_params, tracking_run
-from tasks.label import cache_dir_of
+from distilflow.models.experts import expert_path
+from distilflow.register.registry import flat_params, tracking_run
+from tasks._env import cache_dir_of
 
 
 @task(name="train-experts", task_run_name="experts-{language}", cache_policy=NO_CACHE)
@@ -23,7 +24,7 @@ def train_experts(params: Params, language: str) -> dict[str, Any]:
     cfg = params.experts
     run_params = flat_params("experts", asdict(cfg)) | {
         "language": language,
-        "teacher.model": params.teacher.model,
+        "label.model": params.label.model,
     }
     tags = {
         "git_commit": git_commit(),
@@ -37,7 +38,7 @@ def train_experts(params: Params, language: str) -> dict[str, Any]:
             language,
             Path(params.student.out_dir) / "model",
             Path(params.filter.out_dir),
-            params.teacher.model,
+            params.label.model,
             params.student.dev_fraction,
             cache_dir_of(params.paths.cache_dir),
             tracker,

@@ -13,13 +13,13 @@ from prefect.cache_policies import NO_CACHE
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import Params, section_hash
-from distilflow.dynamic import DYNAMIC, audio_context_of_dir
-from distilflow.export import WhisperPair, export_ct2, read_export_info
-from distilflow.export_verify import VerifyClip, dev_verify_clips, faster_whisper_transcribe
-from distilflow.export_verify import verify_export as compare_with_torch
-from distilflow.filter import normalize
+from distilflow.export.convert import WhisperPair, export_ct2, read_export_info
+from distilflow.export.verify import VerifyClip, dev_verify_clips, faster_whisper_transcribe
+from distilflow.export.verify import verify_export as compare_with_torch
 from distilflow.lineage import git_commit
+from distilflow.models.dynamic import DYNAMIC, audio_context_of_dir
 from distilflow.models.load import load_whisper, transformers_dir_fingerprint
+from distilflow.text import normalize
 
 VERIFICATION_FILE = "verification.json"
 
@@ -38,8 +38,7 @@ def exported_model(params: Params) -> WhisperPair:
     language = params.export.language
     if language is None:
         return loaded.model, loaded.processor
-    from distilflow.expert_stage import expert_path
-    from distilflow.experts import load_experts, merge_language
+    from distilflow.models.experts import expert_path, load_experts, merge_language
 
     load_experts(loaded.model, expert_path(params.experts.out_dir, language), loaded.fingerprint)
     return merge_language(loaded.model), loaded.processor
@@ -57,7 +56,7 @@ def skip_dynamic_export(params: Params) -> dict[str, Any] | None:
     result = {
         "skipped": "a dynamic-context student is not exported: CTranslate2 and faster-whisper "
         "feed its encoder a padded 30 s window, on which it was not trained; serve it with "
-        "transformers (distilflow.registry.load_registered)",
+        "transformers (distilflow.register.registry.load_registered)",
         "audio_context": kind,
         "context_multiple_s": multiple,
         "student_fingerprint": transformers_dir_fingerprint(student_dir(params)),

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distilflow.config import FilterConfig
-from distilflow.filter_stage import run_filter
+from distilflow.filter.stage import run_filter
 
 
 @task(name="filter-labels", cache_policy=NO_CACHE)

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 
 from distilflow.config import IngestConfig
-from distilflow.ingest import ingest
+from distilflow.ingest.stage import ingest
 from distilflow.sources import SourceError, iter_items
 
 

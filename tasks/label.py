@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,29 +10,24 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from tqdm import tqdm
 
-from distilflow.config import TeacherConfig
-from distilflow.label_cache import LabelCache
-from distilflow.pseudo_label import load_clips, make_labeller, shards, write_labels
-from distilflow.teacher import Clip, Labeller, label_clips
-
-
-def cache_dir_of(configured: str) -> Path:
-    """Model cache: env DISTILFLOW_CACHE wins over paths.cache_dir."""
-    return Path(os.environ.get("DISTILFLOW_CACHE", configured))
+from distilflow.config import LabelConfig
+from distilflow.label.cache import LabelCache
+from distilflow.label.stage import load_clips, make_labeller, shards, write_labels
+from distilflow.label.teacher import Clip, Labeller, label_clips
 
 
 @functools.cache
-def labeller_for(cfg: TeacherConfig, cache_dir: Path) -> Labeller:
+def labeller_for(cfg: LabelConfig, cache_dir: Path) -> Labeller:
     """One loaded teacher per process (shards in the same worker share it)."""
     return make_labeller(cfg, cache_dir)
 
 
-def cache_for(cfg: TeacherConfig, labeller: Labeller) -> LabelCache:
+def cache_for(cfg: LabelConfig, labeller: Labeller) -> LabelCache:
     return LabelCache(Path(cfg.out_dir) / "cache", labeller.teacher_id, labeller.settings.hash())
 
 
 @task(name="plan-label-shards", cache_policy=NO_CACHE)
-def plan_shards(cfg: TeacherConfig, ingest_root: str, cache_dir: Path) -> list[list[Clip]]:
+def plan_shards(cfg: LabelConfig, ingest_root: str, cache_dir: Path) -> list[list[Clip]]:
     """Shards of the clips the cache does not hold yet."""
     clips = load_clips(Path(ingest_root), cfg.detect_language)
     done = cache_for(cfg, labeller_for(cfg, cache_dir)).done()
@@ -49,7 +43,7 @@ def plan_shards(cfg: TeacherConfig, ingest_root: str, cache_dir: Path) -> list[l
     cache_policy=NO_CACHE,
     task_run_name="label-shard-{index}",
 )
-def label_shard(cfg: TeacherConfig, clips: list[Clip], cache_dir: Path, index: int) -> int:
+def label_shard(cfg: LabelConfig, clips: list[Clip], cache_dir: Path, index: int) -> int:
     """Label one shard; each finished batch is persisted at once, so a retry resumes."""
     labeller = labeller_for(cfg, cache_dir)
     with tqdm(
@@ -59,7 +53,7 @@ def label_shard(cfg: TeacherConfig, clips: list[Clip], cache_dir: Path, index: i
 
 
 @task(name="write-labels", cache_policy=NO_CACHE)
-def collect_labels(cfg: TeacherConfig, ingest_root: str, cache_dir: Path) -> dict[str, Any]:
+def collect_labels(cfg: LabelConfig, ingest_root: str, cache_dir: Path) -> dict[str, Any]:
     """Per-language label files and the report, from the cache."""
     labeller = labeller_for(cfg, cache_dir)
     return write_labels(Path(ingest_root), cache_for(cfg, labeller), cfg, labeller.teacher_id)

@@ -18,15 +18,21 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import Params
-from distilflow.eval_results import StaleResultsError
-from distilflow.eval_sets import DEV
+from distilflow.evaluate.results import StaleResultsError
+from distilflow.evaluate.sets import DEV
 from distilflow.lineage import git_commit
 from distilflow.models.load import transformers_dir_fingerprint
-from distilflow.registry import Candidate, Rescore, download_model, register_model_dir, whisper_dir
-from distilflow.release import assemble, chosen_languages, dev_wer, release_wer
-from distilflow.rescore import decoding_of, score_release
-from distilflow.wer_basis import bases_of
-from tasks.label import cache_dir_of
+from distilflow.register.registry import (
+    Candidate,
+    Rescore,
+    download_model,
+    register_model_dir,
+    whisper_dir,
+)
+from distilflow.register.release import assemble, chosen_languages, dev_wer, release_wer
+from distilflow.register.rescore import decoding_of, score_release
+from distilflow.register.wer_basis import bases_of
+from tasks._env import cache_dir_of
 
 DVC_LOCK = Path("dvc.lock")
 
@@ -58,8 +64,8 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
 
     With the evaluation's metrics (``evaluate.out_dir/metrics.json``) holding the ``experts``
     model, the release is the student plus the experts that beat it on dev (see
-    ``distilflow/release.py``), scored by the evaluation; otherwise the student alone, scored by
-    the student stage's report.
+    ``distilflow/register/release.py``), scored by the evaluation; otherwise the student alone,
+    scored by the student stage's report.
     """
     out = Path(params.student.out_dir)
     report = read_report(out / "report.json")
@@ -83,7 +89,7 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     check_evaluated_weights(params, out / "model")
     chosen = chosen_languages(student_wer, experts_wer)
     release = assemble(
-        out / "model", Path(params.experts.out_dir), chosen, Path(params.registry.out_dir) / "model"
+        out / "model", Path(params.experts.out_dir), chosen, Path(params.register.out_dir) / "model"
     )
     data |= {
         "experts": chosen,
@@ -145,12 +151,12 @@ def _transient(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
     retry_condition_fn=_transient,
 )
 def register_student(params: Params) -> dict[str, Any]:
-    """Register the student, apply the gate, write ``registry.out_dir/decision.json``."""
+    """Register the student, apply the gate, write ``register.out_dir/decision.json``."""
     cand = student_candidate(params)
     rescore = champion_rescorer(params, cand.wer_basis)
-    result = register_model_dir(params.tracking, params.registry, cand, rescore)
+    result = register_model_dir(params.tracking, params.register, cand, rescore)
     record = result.to_dict()
-    atomic_write_json(Path(params.registry.out_dir) / "decision.json", record)
+    atomic_write_json(Path(params.register.out_dir) / "decision.json", record)
     print(
         f"registry: {result.model_name} version {result.version} {result.decision.verdict} "
         f"(aliases {', '.join(result.aliases)})"

@@ -19,12 +19,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distilflow.config import Params, section_hash
-from distilflow.distill import distil
+from distilflow.decoding.loop_guard import guard_of
 from distilflow.lineage import git_commit
-from distilflow.loop_guard import guard_of
-from distilflow.registry import flat_params, tracking_run
-from distilflow.train import NullTracker
-from tasks.label import cache_dir_of
+from distilflow.register.registry import flat_params, tracking_run
+from distilflow.student.stage import distil
+from distilflow.training.loop import NullTracker
+from tasks._env import cache_dir_of
 
 
 def run_distillation(params: Params, accelerator: Any | None = None) -> dict[str, Any]:
@@ -33,12 +33,12 @@ def run_distillation(params: Params, accelerator: Any | None = None) -> dict[str
     args = (
         cfg,
         Path(params.filter.out_dir),
-        params.teacher.model,
+        params.label.model,
         cache_dir_of(params.paths.cache_dir),
     )
     if accelerator is not None and not accelerator.is_main_process:
         return distil(*args, NullTracker(), accelerator, guard_of(params.decode))
-    run_params = flat_params("student", asdict(cfg)) | {"teacher.model": params.teacher.model}
+    run_params = flat_params("student", asdict(cfg)) | {"label.model": params.label.model}
     tags = {"git_commit": git_commit(), "params_hash": section_hash(cfg), "stage": "student"}
     with tracking_run(params.tracking, "student", run_params, tags) as tracker:
         report = distil(*args, tracker, accelerator, guard_of(params.decode))

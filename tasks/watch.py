@@ -13,7 +13,7 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from distilflow.config import SourceConfig
-from distilflow.inbox import InboxScan, forget_runs, scan
+from distilflow.ingest.inbox import InboxScan, forget_runs, scan
 
 # terminal states after which a run's clips are handed on again
 RETRY_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})

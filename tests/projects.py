@@ -64,7 +64,7 @@ def make_project(tmp_path: Path, experts_languages: tuple[str, ...] = ("en", "fr
     ]
     raw["ingest"]["progress"] = False
     teacher = save_tiny_whisper(tmp_path / "tiny", seed=1, decoder_layers=4)  # emits text
-    raw["teacher"].update(model=str(teacher), max_new_tokens=4, progress=False)
+    raw["label"].update(model=str(teacher), max_new_tokens=4, progress=False)
     raw["student"].update(SHORT_TRAINING, dev_fraction=0.01)
     # a language with too few clips has its stage record why and train nothing
     raw["experts"].update(SHORT_TRAINING, languages=list(experts_languages), rank=2, gate_width=4)

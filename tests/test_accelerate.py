@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from distilflow.config import StudentConfig
-from distilflow.evaluate import EvalClip
-from distilflow.student import make_student
+from distilflow.decoding.greedy import EvalClip
+from distilflow.student.build import make_student, save_student
 from distilflow.testing import tiny_whisper
-from distilflow.train import NullTracker, Trainer, TrainExample
-from distilflow.train_data import decoder_example, prompt_ids
+from distilflow.training.loop import NullTracker, Trainer, TrainExample
+from distilflow.training.data import decoder_example, prompt_ids
 
 out = Path(sys.argv[1])
 acc = Accelerator(cpu=True)
@@ -51,7 +51,8 @@ cfg = StudentConfig(init="teacher", decoder_layers=2, layer_ids=[], out_dir=str(
     warmup_steps=1, weight_decay=0.0, max_grad_norm=1.0, eval_every=4, eval_max_new_tokens=2,
     save_every=2, seed=0, device="cpu", processes=2, progress=False)
 trainer = Trainer(student, teacher, processor, cfg, train, [EvalClip("h0", "en", "x")], states,
-                  None, out, "fp", torch.device("cpu"), accelerator=acc)
+                  None, out, "fp", torch.device("cpu"), accelerator=acc,
+                  save_fn=save_student)
 state = trainer.run(NullTracker())
 def raw(model):
     return b"".join(t.detach().contiguous().numpy().tobytes() for t in model.state_dict().values())

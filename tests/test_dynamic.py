@@ -11,7 +11,7 @@ import torch
 from transformers import WhisperForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from distilflow.dynamic import (
+from distilflow.models.dynamic import (
     DynamicWhisperEncoder,
     apply_audio_context,
     audio_context_of,
@@ -152,9 +152,9 @@ def test_fit_features_cuts_only_dynamic_models() -> None:
 
 
 def test_consumer_loads_and_transcribes_a_dynamic_student(tmp_path: Path) -> None:
-    from distilflow.consumer import RegisteredWhisper, windows
     from distilflow.models import load_whisper
-    from distilflow.student import save_student
+    from distilflow.register.consumer import RegisteredWhisper, windows
+    from distilflow.student.build import save_student
 
     model, processor = tiny_whisper(seed=1)
     set_audio_context(model, "dynamic", 1.0)
@@ -189,10 +189,10 @@ def test_consumer_loads_and_transcribes_a_dynamic_student(tmp_path: Path) -> Non
 
 
 def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: Path) -> None:
-    from distilflow.dynamic import audio_context_of_dir, describe_audio_context
-    from distilflow.export import export_ct2
-    from distilflow.model_card import CardInfo, render_model_card
-    from distilflow.student import save_student
+    from distilflow.export.convert import export_ct2
+    from distilflow.models.dynamic import audio_context_of_dir, describe_audio_context
+    from distilflow.register.model_card import CardInfo, render_model_card
+    from distilflow.student.build import save_student
 
     model, processor = tiny_whisper(seed=1)
     set_audio_context(model, "dynamic", 1.0)
@@ -210,7 +210,7 @@ def test_the_export_stage_skips_a_dynamic_student_and_says_why(tmp_path: Path) -
     import yaml
 
     from distilflow.config import load_params
-    from distilflow.student import save_student
+    from distilflow.student.build import save_student
     from flows.export import export_flow
     from tests.conftest import REPO_ROOT
 
@@ -236,16 +236,16 @@ def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path
     MLflow's generic pyfunc (distilflow installed) transcribe it as the consumer does."""
     import mlflow
 
-    from distilflow.config import RegistryConfig, TrackingConfig
-    from distilflow.consumer import RegisteredWhisper
-    from distilflow.registry import Candidate, load_registered, register_model_dir
-    from distilflow.student import save_student
+    from distilflow.config import RegisterConfig, TrackingConfig
+    from distilflow.register.consumer import RegisteredWhisper
+    from distilflow.register.registry import Candidate, load_registered, register_model_dir
+    from distilflow.student.build import save_student
 
     model, processor = tiny_whisper(seed=1)
     set_audio_context(model, "dynamic", 1.0)
     save_student(model, processor, tmp_path / "model", {})
     tracking = TrackingConfig(f"sqlite:///{tmp_path / 'mlflow.db'}", "dyn")
-    cfg = RegistryConfig("dyn-student", 0.02, str(tmp_path / "registry"))
+    cfg = RegisterConfig("dyn-student", 0.02, str(tmp_path / "registry"))
     reg = register_model_dir(tracking, cfg, Candidate(tmp_path / "model", {"fr": 0.5}, {}))
     version = mlflow.MlflowClient(tracking.uri).get_model_version("dyn-student", reg.version)
     assert version.tags["audio_context"] == "dynamic"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from distilflow.encoder_cache import EncoderCache, fill, module_hash
+from distilflow.models.encoder_cache import EncoderCache, fill, module_hash
 from distilflow.testing import tiny_whisper
 
 FRAMES, D = 1500, 64  # a tiny Whisper's encoder output per clip

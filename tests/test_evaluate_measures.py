@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from distilflow.eval_metrics import (
+from distilflow.evaluate.hallucination import (
+    insertion_counts,
+    insertion_rate_corpus,
+    repeated_ngrams,
+    repeated_ngrams_text,
+    units,
+)
+from distilflow.evaluate.metrics import (
     PairResult,
     build_metrics,
     finite,
@@ -16,22 +23,15 @@ from distilflow.eval_metrics import (
     rtf,
     tokens_per_second,
 )
-from distilflow.eval_models import ClipResult
-from distilflow.eval_sets import (
+from distilflow.evaluate.models import ClipResult
+from distilflow.evaluate.sets import (
     AudioClip,
     EvalSetError,
     audiofolder_set,
     cap_per_language,
     read_clip_audio,
 )
-from distilflow.evaluate import error_rate_corpus, error_rate_orthographic
-from distilflow.hallucination import (
-    insertion_counts,
-    insertion_rate_corpus,
-    repeated_ngrams,
-    repeated_ngrams_text,
-    units,
-)
+from distilflow.text import error_rate_corpus, error_rate_orthographic
 
 from .conftest import audio_bytes, tone, write_audiofolder
 
@@ -251,7 +251,7 @@ def random_results(seed: int) -> list[PairResult]:
 
 
 def test_results_round_trip_through_json(tmp_path: Path) -> None:
-    from distilflow.eval_results import (
+    from distilflow.evaluate.results import (
         StaleResultsError,
         read_results,
         results_path,
@@ -276,7 +276,7 @@ def test_results_round_trip_through_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_languages_merge_into_the_same_metrics(tmp_path: Path, seed: int) -> None:
     """Split by language, written and read back, merged: the metrics of the one-process run."""
-    from distilflow.eval_results import (
+    from distilflow.evaluate.results import (
         merge_results,
         read_results,
         results_path,
@@ -303,7 +303,7 @@ def test_languages_merge_into_the_same_metrics(tmp_path: Path, seed: int) -> Non
 def test_merge_refuses_languages_of_other_weights() -> None:
     from dataclasses import replace
 
-    from distilflow.eval_results import StaleResultsError, merge_results, split_by_language
+    from distilflow.evaluate.results import StaleResultsError, merge_results, split_by_language
 
     parts = split_by_language(random_results(0))
     parts["fr"] = [replace(r, model_id="older") for r in parts["fr"]]

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from distilflow.config import load_params
-from distilflow.train_data import split_of
+from distilflow.training.data import split_of
 
 from .test_label_filter import project_params
 
@@ -127,7 +127,7 @@ def check_outputs(out: Path, metrics: dict[str, object]) -> None:
 
 
 def test_run_evaluation_end_to_end(project: Path) -> None:
-    from distilflow.eval_stage import run_evaluation
+    from distilflow.evaluate.stage import run_evaluation
 
     params = load_params(evaluate_params(project, "core"))
     metrics, markdown = run_evaluation(params, project / "cache")
@@ -143,7 +143,7 @@ def test_evaluate_flow(prefect_harness: None, project: Path) -> None:
 
 
 def test_missing_student_is_named(project: Path) -> None:
-    from distilflow.eval_stage import eval_models
+    from distilflow.evaluate.stage import eval_models
 
     params = load_params(evaluate_params(project, "none"))
     params = replace(params, student=replace(params.student, out_dir=str(project / "nowhere")))
@@ -153,8 +153,8 @@ def test_missing_student_is_named(project: Path) -> None:
 
 def test_prepare_hook_runs_before_each_language(project: Path) -> None:
     """The extension point for experts: prepare(model, language) before each language's clips."""
-    from distilflow.eval_models import EvalModel, transcribe_clips, whisper_model
-    from distilflow.eval_sets import dev_set
+    from distilflow.evaluate.models import EvalModel, transcribe_clips, whisper_model
+    from distilflow.evaluate.sets import dev_set
 
     calls: list[str] = []
 
@@ -185,8 +185,8 @@ def without_timings(value: object) -> object:
 def test_per_language_stages_merge_into_the_one_process_metrics(project: Path) -> None:
     """evaluate-lang@en, evaluate-lang@fr, evaluate-experts@fr and the evaluate stage give the
     metrics of one process (speed aside: the clock differs), with the experts model too."""
-    from distilflow.eval_results import results_path
-    from distilflow.eval_stage import run_evaluation, run_language, run_report
+    from distilflow.evaluate.results import results_path
+    from distilflow.evaluate.stage import run_evaluation, run_language, run_report
 
     models = {"models": ["teacher", "student", "experts"]}
     one = load_params(evaluate_params(project, "one", **models))
@@ -216,8 +216,8 @@ def test_per_language_stages_merge_into_the_one_process_metrics(project: Path) -
 
 
 def test_the_report_refuses_stale_or_missing_languages(project: Path) -> None:
-    from distilflow.eval_results import StaleResultsError, results_path
-    from distilflow.eval_stage import run_language, run_report
+    from distilflow.evaluate.results import StaleResultsError, results_path
+    from distilflow.evaluate.stage import run_language, run_report
 
     params = load_params(evaluate_params(project, "stale"))
     with pytest.raises(FileNotFoundError, match="run its per-language evaluation stage"):
@@ -239,10 +239,10 @@ def test_a_release_scored_again_gives_the_evaluations_figures(project: Path) -> 
     """What the promotion gate does when the champion was scored on other clips: the release
     decoded again on the evaluation's dev clips gives the evaluation's WER, to the digit; dev
     clips that are no longer the evaluation's are refused by name."""
-    from distilflow.eval_results import StaleResultsError
-    from distilflow.eval_stage import run_evaluation
-    from distilflow.rescore import decoding_of, score_release
-    from distilflow.wer_basis import bases_of
+    from distilflow.evaluate.results import StaleResultsError
+    from distilflow.evaluate.stage import run_evaluation
+    from distilflow.register.rescore import decoding_of, score_release
+    from distilflow.register.wer_basis import bases_of
 
     params = load_params(evaluate_params(project, "again", models=["student"], extra_sets={}))
     metrics, _ = run_evaluation(params, None)
@@ -258,7 +258,7 @@ def test_a_release_scored_again_gives_the_evaluations_figures(project: Path) -> 
 
 
 def test_a_language_without_clips_writes_empty_results(project: Path) -> None:
-    from distilflow.eval_stage import run_language
+    from distilflow.evaluate.stage import run_language
 
     raw = yaml.safe_load(evaluate_params(project, "empty").read_text(encoding="utf-8"))
     raw["evaluate"]["languages"] = ["en", "fr", "es"]

@@ -22,7 +22,7 @@ __all__ = ["prepared", "tiny_teacher"]  # module-scoped fixtures shared with the
 def student_dir(prepared: Path, tiny_teacher: Path) -> Path:
     """A student saved where the student stage puts it (copied layers, no training needed)."""
     from distilflow.models import load_whisper
-    from distilflow.student import make_student, save_student
+    from distilflow.student.build import make_student, save_student
 
     loaded = load_whisper(str(tiny_teacher))
     student, _ = make_student(loaded.model, 2)
@@ -57,8 +57,8 @@ def expert_params(prepared: Path, teacher: Path, out: Path, **kw: Any) -> Path:
 def test_experts_flow_trains_each_language(
     prefect_harness: None, prepared: Path, tiny_teacher: Path, student_dir: Path
 ) -> None:
-    from distilflow.experts import read_expert_metadata, use_language
     from distilflow.models import load_whisper
+    from distilflow.models.experts import read_expert_metadata, use_language
     from flows.experts import experts_flow
 
     out = prepared / "experts"
@@ -89,8 +89,8 @@ def test_unlisted_language_is_refused(prepared: Path, tiny_teacher: Path) -> Non
 def test_baselines_train_on_the_same_budget(
     prepared: Path, tiny_teacher: Path, student_dir: Path, method: str
 ) -> None:
-    from distilflow.expert_stage import train_language
-    from distilflow.train import NullTracker
+    from distilflow.experts.stage import train_language
+    from distilflow.training.loop import NullTracker
 
     params = load_params(
         expert_params(prepared, tiny_teacher, prepared / method, method=method, encoder=False)
@@ -115,8 +115,8 @@ def test_baselines_train_on_the_same_budget(
 def test_language_without_clips_is_skipped_with_a_reason(
     prepared: Path, tiny_teacher: Path, student_dir: Path
 ) -> None:
-    from distilflow.expert_stage import train_language
-    from distilflow.train import NullTracker
+    from distilflow.experts.stage import train_language
+    from distilflow.training.loop import NullTracker
 
     filtered = prepared / "filtered"
     empty = filtered / "manifests" / "xx.parquet"
@@ -144,8 +144,9 @@ def test_language_without_clips_is_skipped_with_a_reason(
 def test_killed_expert_training_resumes_exactly(
     prepared: Path, tiny_teacher: Path, student_dir: Path
 ) -> None:
-    from distilflow.expert_stage import expert_path, train_language
-    from distilflow.train import NullTracker
+    from distilflow.experts.stage import train_language
+    from distilflow.models.experts import expert_path
+    from distilflow.training.loop import NullTracker
 
     def run(out: str, tracker: Any) -> dict[str, Any]:
         params = load_params(

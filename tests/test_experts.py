@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from distilflow.experts import (
+from distilflow.models.device import count_parameters
+from distilflow.models.experts import (
     ExpertSpec,
     add_expert_slots,
     attach_language,
@@ -23,7 +24,7 @@ from distilflow.experts import (
     slots_of,
     use_language,
 )
-from distilflow.student import count_parameters, make_student
+from distilflow.student.build import make_student
 from distilflow.testing import tiny_whisper
 
 FULL = ExpertSpec("full", 4, True, 8, 0.1)
@@ -73,7 +74,7 @@ def test_decoder_only_slots_leave_the_encoder_alone(student: Any) -> None:
 
 def test_only_experts_and_gates_train_and_lowrank_is_small(student: Any) -> None:
     from distilflow.config import load_params
-    from distilflow.expert_stage import prepare_model
+    from distilflow.experts.stage import prepare_model
 
     base = count_parameters(student)
     cfg = load_params().experts

@@ -12,8 +12,9 @@ import soundfile as sf
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from distilflow.export import SIDE_FILE, export_ct2, read_export_info
-from distilflow.export_verify import (
+from distilflow.decoding.speculative import greedy_generate
+from distilflow.export.convert import SIDE_FILE, export_ct2, read_export_info
+from distilflow.export.verify import (
     VerifyClip,
     ct2_greedy,
     load_ct2_whisper,
@@ -22,9 +23,8 @@ from distilflow.export_verify import (
     wer_between,
 )
 from distilflow.models.ct2 import float_variables, hf_to_ct2_variables, read_ct2_model
-from distilflow.speculative import greedy_generate
 from distilflow.testing import save_tiny_whisper, tiny_whisper
-from distilflow.train_data import prompt_ids
+from distilflow.training.data import prompt_ids
 from tests.conftest import REPO_ROOT, tone
 
 FASTER_WHISPER_FILES = {"model.bin", "config.json", "tokenizer.json", "vocabulary.json"}
@@ -153,7 +153,7 @@ def test_agreement_measures() -> None:
 
 
 def test_loops_of_either_model_leave_the_settled_wer_and_export_loops_are_counted() -> None:
-    from distilflow.export_verify import ClipComparison, VerifyReport
+    from distilflow.export.verify import ClipComparison, VerifyReport
 
     def comp(i: int, torch_text: str, ct2_text: str) -> ClipComparison:
         t, c = torch_text.split(), ct2_text.split()
@@ -190,7 +190,7 @@ MAX_WER_VS_TORCH = 0.15
 def test_real_whisper_base_int8_matches_torch(asterisk: Path, tmp_path: Path) -> None:
     """The real whisper-base, exported to int8, against itself in torch on 10 real clips; then
     faster-whisper transcribes with the export."""
-    from distilflow.export_verify import faster_whisper_transcribe
+    from distilflow.export.verify import faster_whisper_transcribe
     from distilflow.models.load import load_whisper
 
     teacher = load_whisper("pypi:whisper-base", cache_dir=REPO_ROOT / ".cache")

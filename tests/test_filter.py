@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from distilflow.filter import (
+from distilflow.filter.rule import (
     EMPTY_HYPOTHESIS,
     EMPTY_REFERENCE,
     KEEP,
@@ -16,13 +16,10 @@ from distilflow.filter import (
     UPPERCASE_HYPOTHESIS,
     WER_ABOVE_THRESHOLD,
     FilterRule,
-    compression_ratio,
     decide,
-    error_rate,
-    is_uppercase,
-    normalize,
     rule_for,
 )
+from distilflow.text import compression_ratio, error_rate, is_uppercase, normalize
 
 RULE = FilterRule(
     normalizer="basic",

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from distilflow import audio
 from distilflow.config import IngestConfig, SourceConfig
-from distilflow.ingest import check_language, check_samples, ingest, resolve_duplicates
+from distilflow.ingest.stage import check_language, check_samples, ingest, resolve_duplicates
 from distilflow.manifest import read_lineage, read_manifest
 from distilflow.sources import iter_items
 

@@ -7,9 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from distilflow.expert_loss import encoder_frames, frame_mask
-from distilflow.l2s import FrozenTextModel, TextAlignment, ctc_runs, nearest_resample, shrink
-from distilflow.losses import gate_budget_loss
+from distilflow.experts.l2s import (
+    FrozenTextModel,
+    TextAlignment,
+    ctc_runs,
+    nearest_resample,
+    shrink,
+)
+from distilflow.experts.loss import encoder_frames, frame_mask
+from distilflow.training.losses import gate_budget_loss
 
 B = 9  # blank
 

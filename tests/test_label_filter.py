@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from distilflow.label_cache import LabelCache
-from distilflow.teacher import Clip, GenerationSettings, avg_logprobs, batches
+from distilflow.label.cache import LabelCache
+from distilflow.label.teacher import Clip, GenerationSettings, avg_logprobs, batches
 
 from .conftest import REPO_ROOT
 
@@ -35,7 +35,7 @@ def project_params(tmp_path: Path, teacher: Path, **teacher_kw: object) -> Path:
     ]
     raw["ingest"]["out_dir"] = str(tmp_path / "ingest")
     raw["ingest"]["progress"] = False
-    raw["teacher"].update(
+    raw["label"].update(
         model=str(teacher),
         out_dir=str(tmp_path / "labels"),
         progress=False,
@@ -43,7 +43,7 @@ def project_params(tmp_path: Path, teacher: Path, **teacher_kw: object) -> Path:
         batch_size=8,
         shard_size=40,
     )
-    raw["teacher"].update(teacher_kw)
+    raw["label"].update(teacher_kw)
     raw["filter"]["out_dir"] = str(tmp_path / "filtered")
     raw["paths"]["cache_dir"] = str(tmp_path / "cache")
     path = tmp_path / "params.yaml"
@@ -119,8 +119,9 @@ def test_label_and_filter_flows(prefect_harness: None, tiny_dir: Path, tmp_path:
 
 def tiny_labeller(tiny_dir: Path, **kw: Any) -> Any:
     """The transformers labeller on the tiny teacher: 4 new tokens, greedy, no timestamps."""
+    from distilflow.label.teacher import TransformersLabeller
     from distilflow.models import load_whisper
-    from distilflow.teacher import TransformersLabeller, pick_device
+    from distilflow.models.device import pick_device
 
     loaded = load_whisper(str(tiny_dir))
     settings = GenerationSettings("transformers", 4, 1, False)
@@ -145,9 +146,9 @@ def test_labelling_stores_the_encoder_states_the_student_stage_reads(
     """The label stage's encoder pass fills the student's encoder cache: no second pass."""
     import torch
 
-    from distilflow.distill import EncoderStates
-    from distilflow.encoder_cache import EncoderCache, module_hash
     from distilflow.models import load_whisper
+    from distilflow.models.encoder_cache import EncoderCache, module_hash
+    from distilflow.training.states import EncoderStates
 
     demo = REPO_ROOT / "demo" / "asterisk" / "audio"
     paths = {f"h{i}": str(p) for i, p in enumerate(sorted(demo.glob("es_*.flac"))[:3])}
@@ -168,10 +169,11 @@ def test_labelling_stores_the_encoder_states_the_student_stage_reads(
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from distilflow.label_cache import LabelCache
+from distilflow.label.cache import LabelCache
 from distilflow.models import load_whisper
-from distilflow.pseudo_label import load_clips
-from distilflow.teacher import GenerationSettings, TransformersLabeller, label_clips, pick_device
+from distilflow.label.stage import load_clips
+from distilflow.label.teacher import GenerationSettings, TransformersLabeller, label_clips
+from distilflow.models.device import pick_device
 ingest, model, cache_root = map(Path, sys.argv[1:4])
 loaded = load_whisper(str(model))
 settings = GenerationSettings("transformers", 8, 1, False)
@@ -185,7 +187,7 @@ print(label_clips(load_clips(ingest), labeller, cache, 1), flush=True)
 def test_killed_labelling_resumes_without_relabelling(tiny_dir: Path, tmp_path: Path) -> None:
     """kill -9 in the middle of labelling: complete batches survive, the rest is labelled next."""
     from distilflow.config import load_params
-    from distilflow.ingest import ingest
+    from distilflow.ingest.stage import ingest
     from distilflow.sources import iter_items
 
     cfg = load_params(project_params(tmp_path, tiny_dir)).ingest
@@ -219,7 +221,7 @@ def test_label_flow_runs_on_a_dask_cluster(
     from prefect_dask import DaskTaskRunner
 
     from distilflow.config import load_params
-    from distilflow.ingest import ingest
+    from distilflow.ingest.stage import ingest
     from distilflow.sources import iter_items
     from flows.label import label_flow
 

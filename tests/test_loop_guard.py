@@ -8,8 +8,14 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from distilflow.config import ConfigError, load_params
-from distilflow.consumer import RegisteredWhisper
-from distilflow.loop_guard import NO_GUARD, LoopGuard, guard_of, loop_start, transcript_tail
+from distilflow.decoding.loop_guard import (
+    NO_GUARD,
+    LoopGuard,
+    guard_of,
+    loop_start,
+    transcript_tail,
+)
+from distilflow.register.consumer import RegisteredWhisper
 from distilflow.testing import tiny_whisper
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from distilflow.losses import (
+from distilflow.training.losses import (
     IGNORE,
     distillation_loss,
     masked_cross_entropy,

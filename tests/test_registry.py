@@ -15,11 +15,16 @@ import torch
 import yaml
 from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
 
-from distilflow.config import RegistryConfig, TrackingConfig, load_params
-from distilflow.consumer import RegisteredWhisper
-from distilflow.loop_guard import LoopGuard
-from distilflow.registry import Candidate, Registration, load_registered, register_model_dir
-from distilflow.student import SIDE_FILE
+from distilflow.config import RegisterConfig, TrackingConfig, load_params
+from distilflow.decoding.loop_guard import LoopGuard
+from distilflow.register.consumer import RegisteredWhisper
+from distilflow.register.registry import (
+    Candidate,
+    Registration,
+    load_registered,
+    register_model_dir,
+)
+from distilflow.student.build import SIDE_FILE
 from distilflow.testing import save_tiny_whisper
 
 NAME = "test-student"
@@ -33,8 +38,13 @@ def model_dir(root: Path, seed: int, experts: bool = False) -> Path:
     if experts:  # real fr experts, moved off their start so they change the output
         import torch
 
-        from distilflow.experts import ExpertSpec, attach_language, expert_parameters, save_experts
         from distilflow.models import load_whisper
+        from distilflow.models.experts import (
+            ExpertSpec,
+            attach_language,
+            expert_parameters,
+            save_experts,
+        )
 
         model = load_whisper(str(d)).model
         spec = ExpertSpec("lowrank", 2, True, 4, 0.0)
@@ -108,7 +118,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
             mp.delenv(var, raising=False)
         tracking = TrackingConfig(uri=f"sqlite:///{root / 'mlflow.db'}", experiment="registry")
-        cfg = RegistryConfig(model_name=NAME, tolerance=0.02, out_dir=str(root / "registry"))
+        cfg = RegisterConfig(model_name=NAME, tolerance=0.02, out_dir=str(root / "registry"))
         first = register_model_dir(
             tracking, cfg, Candidate(model_dir(root, 0), {"en": 0.5, "fr": 0.6}, lineage(1))
         )
@@ -183,8 +193,8 @@ def test_experts_folder_calls_the_hook(registered: Registered, tmp_path: Path) -
     assert out == greedy(registered.second_dir, audio, "fr")
     challenger.router = RegisteredWhisper.router  # the default hook: fr's experts
     routed = challenger.transcribe(audio, language="fr", max_new_tokens=TOKENS)
-    from distilflow.experts import use_language
     from distilflow.models import load_whisper
+    from distilflow.models.experts import use_language
 
     reference = load_whisper(str(registered.second_dir)).model
     assert use_language(reference, registered.second_dir / "experts", "fr")
@@ -207,7 +217,7 @@ def test_register_task_writes_decision_json(
 
     raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
     raw["student"]["out_dir"] = str(tmp_path / "student")
-    raw["registry"]["out_dir"] = str(tmp_path / "registry")
+    raw["register"]["out_dir"] = str(tmp_path / "registry")
     raw["evaluate"]["out_dir"] = str(tmp_path / "evaluate")
     raw["tracking"]["uri"] = tracking.uri
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -235,10 +245,10 @@ def test_register_task_writes_decision_json(
     assert written == record
     assert written["decision"]["verdict"] == "promoted" and written["version"] == "1"
     assert written["decision"]["challenger_wer"] == {"en": 0.25, "ru": None}
-    assert written["model_uri"] == f"models:/{params.registry.model_name}/1"
+    assert written["model_uri"] == f"models:/{params.register.model_name}/1"
 
     # with the evaluation's figures: they must be those of the weights registered
-    from distilflow.eval_results import StaleResultsError
+    from distilflow.evaluate.results import StaleResultsError
     from distilflow.models.load import transformers_dir_fingerprint
 
     evaluated = Path(params.evaluate.out_dir)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distilflow.config import RegistryConfig, TrackingConfig
-from distilflow.registry import Candidate, load_registered, register_model_dir
+from distilflow.config import RegisterConfig, TrackingConfig
+from distilflow.register.registry import Candidate, load_registered, register_model_dir
 from distilflow.testing import save_tiny_whisper
 from tests.stack import (
     PG,
@@ -68,7 +68,7 @@ def test_register_promote_and_load_through_server(
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(var, raising=False)
     tracking = TrackingConfig(uri=server, experiment="server-test")
-    cfg = RegistryConfig(model_name="team-student", tolerance=0.02, out_dir=str(tmp_path))
+    cfg = RegisterConfig(model_name="team-student", tolerance=0.02, out_dir=str(tmp_path))
     lineage = {"git_commit": "c", "params_hash": "p", "input_hash": "i", "teacher_id": "t"}
     first = register_model_dir(
         tracking, cfg, Candidate(save_tiny_whisper(tmp_path / "a", 0), {"fr": 0.5}, lineage)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distilflow.release import assemble, chosen_languages, dev_wer, release_wer
+from distilflow.register.release import assemble, chosen_languages, dev_wer, release_wer
 
 NAN = math.nan
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from distilflow.config import ConfigError, SourceConfig, inbox_source, load_params
-from distilflow.inbox import (
+from distilflow.ingest.inbox import (
     UNKNOWN,
     InboxClip,
     forget_runs,
@@ -393,8 +393,8 @@ def test_a_failed_stage_keeps_what_ran_and_the_next_run_resumes(
     env = project_env(proj, PREFECT_API_URL=str(get_current_settings().api.url))
     init_repos(proj, env)
     raw = read_params(proj)
-    teacher = raw["teacher"]["model"]
-    raw["teacher"]["model"] = str(tmp_path / "no-such-teacher")
+    teacher = raw["label"]["model"]
+    raw["label"]["model"] = str(tmp_path / "no-such-teacher")
     raw["retrain"]["full_stages"] = ["label"]  # ingest -> label: enough to show the resume
     write_params(proj, raw)
     failed = retrain_flow(str(proj), return_state=True)
@@ -403,7 +403,7 @@ def test_a_failed_stage_keeps_what_ran_and_the_next_run_resumes(
     assert "stage 'label' failed; completed before it and kept: ['ingest']" in message
     assert "no-such-teacher': no such model directory" in message
     assert (proj / "data" / "ingest" / "report.json").is_file()
-    raw["teacher"]["model"] = teacher
+    raw["label"]["model"] = teacher
     write_params(proj, raw)
     record = retrain_flow(str(proj))
     assert record["ran"] == ["label"]  # ingestion is not redone

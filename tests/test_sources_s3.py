@@ -194,7 +194,7 @@ def test_s3_source_through_ingestion_config(endpoint: str, tmp_path: Any) -> Non
     import boto3
 
     from distilflow.config import IngestConfig, SourceConfig
-    from distilflow.ingest import ingest
+    from distilflow.ingest.stage import ingest
     from distilflow.sources import iter_items
 
     s3 = boto3.client("s3", endpoint_url=endpoint)

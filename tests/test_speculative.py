@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
-from distilflow.speculative import assisted_generate, greedy_generate
-from distilflow.student import make_student
+from distilflow.decoding.speculative import assisted_generate, greedy_generate
+from distilflow.student.build import make_student
 from distilflow.testing import tiny_whisper
 
 MAX_NEW = 12

@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from distilflow.student import (
+from distilflow.models.device import count_parameters
+from distilflow.student.build import (
     SIDE_FILE,
     check_layer_ids,
-    count_parameters,
     layer_map,
     make_student,
     save_student,

@@ -47,23 +47,23 @@ def student_params(tmp_path: Path, teacher: Path, **student_kw: object) -> Path:
 def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path) -> Path:
     """Ingested, labelled and filtered demo data (shared by the tests of this module)."""
     from distilflow.config import load_params
-    from distilflow.filter_stage import run_filter
-    from distilflow.ingest import ingest
-    from distilflow.pseudo_label import make_labeller, write_labels
+    from distilflow.filter.stage import run_filter
+    from distilflow.ingest.stage import ingest
+    from distilflow.label.stage import make_labeller, write_labels
+    from distilflow.label.teacher import label_clips
     from distilflow.sources import iter_items
-    from distilflow.teacher import label_clips
     from tasks.label import cache_for
 
     tmp = tmp_path_factory.mktemp("prepared")
     params = load_params(student_params(tmp, tiny_teacher))
     ingest(iter_items(params.ingest.sources), params.ingest)
-    labeller = make_labeller(params.teacher, tmp / "cache")
-    cache = cache_for(params.teacher, labeller)
-    from distilflow.pseudo_label import load_clips
+    labeller = make_labeller(params.label, tmp / "cache")
+    cache = cache_for(params.label, labeller)
+    from distilflow.label.stage import load_clips
 
     label_clips(load_clips(Path(params.ingest.out_dir)), labeller, cache, 8)
-    write_labels(Path(params.ingest.out_dir), cache, params.teacher, labeller.teacher_id)
-    run_filter(Path(params.teacher.out_dir), params.filter)
+    write_labels(Path(params.ingest.out_dir), cache, params.label, labeller.teacher_id)
+    run_filter(Path(params.label.out_dir), params.filter)
     return tmp
 
 
@@ -97,12 +97,14 @@ def test_student_flow_trains_saves_and_logs(
 
 def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[no-untyped-def]
     """A Trainer as the stage builds it, for the resume test."""
-    from distilflow import distill
-    from distilflow.encoder_cache import EncoderCache, module_hash
     from distilflow.models import load_whisper
-    from distilflow.teacher import pick_device
-    from distilflow.train import Trainer
-    from distilflow.train_data import load_training_examples
+    from distilflow.models.device import pick_device
+    from distilflow.models.encoder_cache import EncoderCache, module_hash
+    from distilflow.student import stage as distill
+    from distilflow.student.build import save_student
+    from distilflow.training.data import load_training_examples
+    from distilflow.training.loop import Trainer
+    from distilflow.training.states import EncoderStates, build_examples
 
     params = load_params(student_params(prepared, tiny_teacher, **kw))
     cfg = params.student
@@ -114,10 +116,10 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
     student.model.encoder.requires_grad_(False)
     df = load_training_examples(Path(params.filter.out_dir), None)
     gen = teacher.generation_config
-    train, dev = distill.build_examples(df, gen, int(gen.eos_token_id), cfg.dev_fraction)
+    train, dev = build_examples(df, gen, int(gen.eos_token_id), cfg.dev_fraction)
     paths = dict(zip(df["hash"], df["audio_path"], strict=True))
     cache = EncoderCache(prepared / "cache" / "encoder", module_hash(teacher.model.encoder))
-    states = distill.EncoderStates(
+    states = EncoderStates(
         teacher.model.encoder, loaded.processor.feature_extractor, paths, cache, pick_device("cpu")
     )
     return Trainer(
@@ -132,12 +134,13 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
         Path(cfg.out_dir),
         "fp",
         pick_device("cpu"),
+        save_fn=save_student,
     )
 
 
 def test_resume_continues_exactly(prepared: Path, tiny_teacher: Path, tmp_path: Path) -> None:
     """Crash after step 5 (checkpoint at 4), resume: same weights as an uninterrupted run."""
-    from distilflow.train import NullTracker
+    from distilflow.training.loop import NullTracker
 
     straight = _trainer(
         prepared, tiny_teacher, out_dir=str(tmp_path / "a"), max_steps=8, save_every=4
@@ -197,9 +200,9 @@ def test_dynamic_context_student_trains_and_records_its_kind(
     """audio_context: dynamic trains the encoder on the clips' own lengths, with encoder MSE."""
     import json
 
-    from distilflow.distill import distil
-    from distilflow.dynamic import DynamicWhisperEncoder, audio_context_of
     from distilflow.models import load_whisper
+    from distilflow.models.dynamic import DynamicWhisperEncoder, audio_context_of
+    from distilflow.student.stage import distil
 
     out = tmp_path / "dynamic"
     kw = {"audio_context": "dynamic", "freeze_encoder": False, "encoder_mse": 1.0}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distilflow.losses import distillation_loss
-from distilflow.teacher_logits import TeacherLogits, compact
 from distilflow.testing import tiny_whisper
-from distilflow.train_data import collate
+from distilflow.training.data import collate
+from distilflow.training.losses import distillation_loss
+from distilflow.training.teacher_logits import TeacherLogits, compact
 
 
 def test_compact_keeps_the_softmax_at_any_temperature() -> None:

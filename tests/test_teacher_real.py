@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from distilflow.filter import normalize
-from distilflow.teacher import Clip, GenerationSettings, TransformersLabeller, batches, pick_device
+from distilflow.label.teacher import Clip, GenerationSettings, TransformersLabeller, batches
+from distilflow.models.device import pick_device
+from distilflow.text import normalize
 
 from .conftest import REPO_ROOT
 
@@ -31,8 +32,8 @@ def clips() -> list[Clip]:
 
 
 def test_transformers_and_ctranslate2_backends_agree(clips: list[Clip]) -> None:
+    from distilflow.label.teacher_ct2 import Ct2Labeller
     from distilflow.models import load_whisper
-    from distilflow.teacher_ct2 import Ct2Labeller
 
     loaded = load_whisper("pypi:whisper-base", cache_dir=CACHE)
     tr = TransformersLabeller(

@@ -16,7 +16,7 @@ import torch
 
 from distilflow.audio import load_audio
 from distilflow.testing import tiny_whisper
-from distilflow.train_data import (
+from distilflow.training.data import (
     IGNORE,
     BalancedSampler,
     collate,

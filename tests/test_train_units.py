@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from distilflow.evaluate import error_rate_corpus, macro_mean
-from distilflow.train import load_trained, lr_factor, seed_training, trained_tensors
+from distilflow.decoding.greedy import macro_mean
+from distilflow.text import error_rate_corpus
+from distilflow.training.loop import load_trained, lr_factor, seed_training, trained_tensors
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:

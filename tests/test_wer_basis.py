@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from distilflow.config import RegistryConfig, TrackingConfig
-from distilflow.loop_guard import LoopGuard
-from distilflow.promotion import decide, with_rescored
-from distilflow.registry import Candidate, register_model_dir
+from distilflow.config import RegisterConfig, TrackingConfig
+from distilflow.decoding.loop_guard import LoopGuard
+from distilflow.register.gate import decide, with_rescored
+from distilflow.register.registry import Candidate, register_model_dir
+from distilflow.register.wer_basis import bases_of, basis, decoding_key, unmatched_languages
 from distilflow.testing import save_tiny_whisper
-from distilflow.wer_basis import bases_of, basis, decoding_key, unmatched_languages
 
 DECODING = decoding_key(128, LoopGuard())
 
@@ -67,7 +67,7 @@ def test_the_gate_scores_the_champion_again_where_the_clips_differ(
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(var, raising=False)
     tracking = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="basis")
-    cfg = RegistryConfig(model_name="basis-test", tolerance=0.02, out_dir=str(tmp_path / "reg"))
+    cfg = RegisterConfig(model_name="basis-test", tolerance=0.02, out_dir=str(tmp_path / "reg"))
     model = save_tiny_whisper(tmp_path / "m", seed=0)
     calls: list[tuple[str, list[str]]] = []
 

@@ -151,7 +151,7 @@ def _from_pretrained(
         )
     except (OSError, ValueError) as exc:
         raise ModelRefError(f"cannot load a Whisper model from {source}: {exc}") from exc
-    from distilflow.dynamic import apply_audio_context
+    from distilflow.models.dynamic import apply_audio_context
 
     apply_audio_context(model)  # a dynamic-context student gets its encoder back
     model.eval()  # type: ignore[no-untyped-call]

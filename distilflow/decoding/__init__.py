@@ -1,0 +1,1 @@
+"""Shared decoding: greedy dev-clip transcripts, the repetition guard, speculative decoding."""

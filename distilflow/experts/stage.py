@@ -1,0 +1,332 @@
+"""The expert stage: one language's experts (or a baseline) trained on top of the student.
+
+Per language, in ``experts.out_dir/<lang>/``: ``experts/<lang>.safetensors`` (the best experts
+and gates; for the baselines the fine-tuned weights or the LoRA adapter), ``checkpoints/``
+(resumable), ``report.json``. The student's dev split (``student.dev_fraction``, by content
+hash) is the dev set here too, so no clip the student or the experts trained on is scored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distilflow.atomic import atomic_write_json
+from distilflow.config import ExpertsConfig, section_hash
+from distilflow.decoding.greedy import EvalClip, evaluate_model
+from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
+from distilflow.experts.loss import ExpertLoss, encoder_frames
+from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.models.device import pick_device
+from distilflow.models.dynamic import audio_context_of
+from distilflow.models.encoder_cache import EncoderCache, module_hash
+from distilflow.models.experts import (
+    ExpertSpec,
+    attach_language,
+    expert_path,
+    save_experts,
+    set_gate_noise,
+)
+from distilflow.safetensors_io import save_tensors
+from distilflow.training.data import load_training_examples
+from distilflow.training.dynamic import DynamicStudentStates
+from distilflow.training.loop import Tracker, Trainer, seed_training
+from distilflow.training.states import EncoderStates, TrainableEncoderStates, build_examples
+
+REPORT = "report.json"
+
+
+def spec_of(cfg: ExpertsConfig) -> ExpertSpec:
+    return ExpertSpec(cfg.form, cfg.rank, cfg.encoder, cfg.gate_width, cfg.gate_dropout)
+
+
+def trains_encoder(cfg: ExpertsConfig) -> bool:
+    return cfg.encoder
+
+
+def prepare_model(student: Any, cfg: ExpertsConfig) -> list[torch.nn.Parameter]:
+    """Make the method's parameters trainable (and only them); returns them.
+
+    experts: experts and gates of one language, all else frozen; finetune: the decoder (and
+    the encoder with ``encoder: true``); lora: rank-r adapters on the FFN layers (peft).
+    """
+    student.requires_grad_(False)
+    if cfg.method == "experts":
+        attach_language(student, spec_of(cfg))
+        from distilflow.models.experts import expert_parameters
+
+        params = expert_parameters(student)
+        for p in params:
+            p.requires_grad_(True)
+        return params
+    if cfg.method == "finetune":
+        student.model.decoder.requires_grad_(True)
+        student.model.encoder.requires_grad_(cfg.encoder)
+        return [p for p in student.parameters() if p.requires_grad]
+    return _inject_lora(student, cfg)
+
+
+def _inject_lora(student: Any, cfg: ExpertsConfig) -> list[torch.nn.Parameter]:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    side = r"(encoder|decoder)" if cfg.encoder else "decoder"
+    config = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.rank,
+        lora_dropout=0.0,
+        target_modules=rf".*\.{side}\.layers\.\d+\.(fc1|fc2)",
+    )
+    inject_adapter_in_model(config, student)
+    params = []
+    for name, p in student.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            params.append(p)
+    return params
+
+
+def trainable_state(model: Any, cfg: ExpertsConfig) -> dict[str, torch.Tensor]:
+    """What a baseline saves: the trained tensors only (LoRA adapters or the tuned weights)."""
+    return {
+        name: p.detach().cpu().contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+@dataclass
+class LanguageRun:
+    """Everything one language's training needs, built by ``setup``."""
+
+    language: str
+    teacher: Any
+    student: Any
+    processor: Any
+    train: list[Any]
+    dev: list[EvalClip]
+    teacher_states: EncoderStates
+    student_states: EncoderStates | DynamicStudentStates  # dynamic: on each clip's own length
+    durations: dict[str, float]
+    texts: dict[str, str]  # reference (else pseudo-label) of each clip: what L2S's text model reads
+    base_fingerprint: str
+    teacher_fingerprint: str
+    data_hash: str
+
+
+def setup(
+    cfg: ExpertsConfig,
+    language: str,
+    student_dir: Path,
+    filtered_dir: Path,
+    teacher_ref: str,
+    dev_fraction: float,
+    cache_dir: Path,
+) -> LanguageRun | None:
+    """Load models and data for one language; None when the language has no training clip."""
+    from distilflow.models import load_whisper
+
+    df = load_training_examples(filtered_dir, [language])
+    if df.empty:
+        return None
+    device = pick_device(cfg.device)
+    teacher_loaded = load_whisper(teacher_ref, cache_dir=cache_dir)
+    teacher = teacher_loaded.model.to(device).eval()  # type: ignore[arg-type]
+    teacher.requires_grad_(False)
+    base = load_whisper(str(student_dir), cache_dir=cache_dir)
+    student = base.model.to(device)  # type: ignore[arg-type]
+    gen = teacher.generation_config
+    eos = int(gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0])
+    train, dev = build_examples(df, gen, eos, dev_fraction)
+    if not train:
+        return None
+    paths = dict(zip(df["hash"], df["audio_path"], strict=True))
+    fe = base.processor.feature_extractor
+    t_cache = EncoderCache(cache_dir / "encoder", module_hash(teacher.model.encoder))
+    t_states = EncoderStates(teacher.model.encoder, fe, paths, t_cache, device)
+    s_hash = module_hash(student.model.encoder)
+    s_cache = EncoderCache(cache_dir / "encoder", s_hash)
+    s_states: EncoderStates | DynamicStudentStates
+    s_states = EncoderStates(student.model.encoder, fe, paths, s_cache, device)
+    kind, multiple = audio_context_of(student)
+    if kind == "dynamic":  # the encoder reads each batch's own length: nothing to cache
+        s_states = DynamicStudentStates(student.model.encoder, fe, paths, multiple or 1.0, device)
+    return LanguageRun(
+        language,
+        teacher,
+        student,
+        base.processor,
+        train,
+        dev,
+        t_states,
+        s_states,
+        dict(zip(df["hash"], df["duration_s"].astype(float), strict=True)),
+        {r.hash: str(r.reference or r.text) for r in df.itertuples()},
+        base.fingerprint,
+        teacher_loaded.fingerprint,
+        combine_hashes(df["hash"]),
+    )
+
+
+def run_fingerprint(cfg: ExpertsConfig, run: LanguageRun) -> str:
+    """What a checkpoint must match to be resumed (cadence and progress bar excluded)."""
+    skip = ("progress", "eval_every", "save_every", "languages")
+    stable = {k: v for k, v in cfg.__dict__.items() if k not in skip}
+    key = f"{sorted(stable.items())}|{run.language}|{run.data_hash}|{run.base_fingerprint}"
+    return hashlib.sha256(f"{key}|{run.teacher_fingerprint}".encode()).hexdigest()[:16]
+
+
+def train_language(
+    cfg: ExpertsConfig,
+    language: str,
+    student_dir: Path,
+    filtered_dir: Path,
+    teacher_ref: str,
+    dev_fraction: float,
+    cache_dir: Path,
+    tracker: Tracker,
+    guard: LoopGuard = DEFAULT_GUARD,
+) -> dict[str, Any]:
+    """Train one language's experts (or baseline); returns and writes the report. Dev
+    transcripts are decoded with ``guard``, as evaluation decodes them."""
+    seed_training(cfg.seed, cfg.deterministic)
+    out = Path(cfg.out_dir) / language
+    run = setup(cfg, language, student_dir, filtered_dir, teacher_ref, dev_fraction, cache_dir)
+    if run is None:
+        return _skipped(out, language, cfg, "no training clips for this language")
+    run.teacher_states.warm([*run.durations], cfg.progress)
+    base_wer, _ = evaluate_model(
+        run.student,
+        run.processor,
+        run.dev,
+        run.student_states,
+        cfg.eval_max_new_tokens,
+        guard=guard,
+    )
+    params = prepare_model(run.student, cfg)
+    trainer = make_trainer(cfg, run, out, guard)
+    resumed = trainer.try_resume()
+    state = trainer.run(tracker)
+    publish(trainer.best_dir() / f"{language}.safetensors", expert_path(cfg.out_dir, language))
+    from distilflow.models.device import count_parameters
+
+    report = {
+        "language": language,
+        "method": cfg.method,
+        "form": cfg.form if cfg.method == "experts" else None,
+        "student_dev_wer": base_wer.get(language, math.nan),
+        "dev_wer": state.best_wer.get(language, math.nan),
+        # False when the experts did not beat the student alone on dev: a consumer (and the
+        # registry's gate) may keep the shared path for this language
+        "improved": state.best_wer.get(language, math.nan) < base_wer.get(language, math.nan),
+        "best_step": state.best_step,
+        "steps": state.step,
+        "resumed": resumed,
+        "train_clips": len(run.train),
+        "dev_clips": len(run.dev),
+        "inference_parameters": count_parameters(run.student),  # base + this language's
+        "trained_parameters": sum(p.numel() for p in params),
+        "history": state.history,
+        "lineage": Lineage(
+            git_commit(), section_hash(cfg), run.data_hash, run.teacher_fingerprint
+        ).to_dict()
+        | {"base_model": run.base_fingerprint},
+    }
+    atomic_write_json(out / REPORT, report)
+    return report
+
+
+def make_trainer(
+    cfg: ExpertsConfig, run: LanguageRun, out: Path, guard: LoopGuard = DEFAULT_GUARD
+) -> Trainer:
+    student_states = (
+        TrainableEncoderStates(
+            run.student.model.encoder,
+            run.student_states.fe,
+            run.student_states.paths,
+            None,
+            run.student_states.device,
+        )
+        if trains_encoder(cfg)
+        else run.student_states
+    )
+    loss = ExpertLoss(
+        cfg,
+        run.teacher,
+        run.teacher_states,
+        student_states,
+        {h: encoder_frames(d) for h, d in run.durations.items()},
+        text_alignment(cfg, run) if cfg.l2s_weight > 0 else None,
+    )
+
+    def save(model: Any, processor: Any, dst: Path, info: dict[str, Any]) -> None:
+        dst.mkdir(parents=True, exist_ok=True)
+        target = dst / f"{run.language}.safetensors"
+        if cfg.method == "experts":
+            save_experts(model, target, run.language, spec_of(cfg), run.base_fingerprint)
+        else:
+            meta = {"language": run.language, "method": cfg.method, "base": run.base_fingerprint}
+            save_tensors(target, trainable_state(model, cfg), meta)
+        atomic_write_json(dst / "info.json", info)
+
+    def noise(step: int) -> None:
+        set_gate_noise(run.student, cfg.gate_noise * step / max(1, cfg.max_steps))
+
+    return Trainer(
+        run.student,
+        run.teacher,
+        run.processor,
+        cfg,
+        run.train,
+        run.dev,
+        run.teacher_states,
+        student_states,
+        out,
+        run_fingerprint(cfg, run),
+        run.student_states.device,
+        loss_fn=loss,
+        save_fn=save,
+        before_step=noise,
+        guard=guard,
+    )
+
+
+def text_alignment(cfg: ExpertsConfig, run: LanguageRun) -> Any:
+    """Distill-L2S: a frozen text model and the learnable head, attached to the student so the
+    optimiser and the checkpoints carry the head (it is not part of the saved experts)."""
+    from distilflow.experts.l2s import FrozenTextModel, L2SLoss, TextAlignment
+
+    device = run.student_states.device
+    text_model = FrozenTextModel.load(cfg.text_model, device)
+    return l2s_loss_for(run, text_model, device, L2SLoss, TextAlignment)
+
+
+def l2s_loss_for(
+    run: LanguageRun, text_model: Any, device: torch.device, loss_cls: Any, head_cls: Any
+) -> Any:
+    student = run.student
+    head = head_cls(student.config.d_model, text_model.width, student.model.decoder.embed_tokens)
+    student.distilflow_l2s = head.to(device)
+    gen = run.teacher.generation_config
+    eos = int(gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0])
+    return loss_cls(head, text_model, run.texts, eos)
+
+
+def publish(src: Path, dst: Path) -> None:
+    """Copy the best file to its stable path: a temporary file, then an atomic rename."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def _skipped(out: Path, language: str, cfg: ExpertsConfig, reason: str) -> dict[str, Any]:
+    """A language without data: no experts (inference keeps the shared path), a clear report."""
+    report = {"language": language, "method": cfg.method, "skipped": reason}
+    atomic_write_json(out / REPORT, report)
+    return report

@@ -1,0 +1,1 @@
+"""The export stage: CTranslate2 conversion and its verification against torch."""

@@ -1,0 +1,144 @@
+"""The WER-filter stage: apply the keep/drop rule to every pseudo-label and persist why.
+
+Outputs in ``filter.out_dir``: ``decisions.parquet`` (every clip, its status, error and
+normalised texts), ``manifests/<lang>.parquet`` (kept clips; ``text`` is the teacher's label the
+student trains on, ``reference`` the human one), ``report.json`` and ``wer.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from distilflow.atomic import atomic_write_bytes, atomic_write_json
+from distilflow.config import FilterConfig, section_hash
+from distilflow.filter.rule import KEEP, FilterRule, decide, rule_for
+from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.manifest import read_language_tables, write_language_tables, write_parquet
+
+
+def rule_of(cfg: FilterConfig, language: str) -> FilterRule:
+    return rule_for(
+        language,
+        cfg.normalizer,
+        cfg.max_error,
+        cfg.cer_languages,
+        strip_accents=cfg.strip_accents,
+        max_compression_ratio=cfg.max_compression_ratio,
+        min_avg_logprob=cfg.min_avg_logprob,
+        max_no_speech_prob=cfg.max_no_speech_prob,
+        drop_uppercase=cfg.drop_uppercase,
+    )
+
+
+def decide_all(labels: pd.DataFrame, cfg: FilterConfig) -> pd.DataFrame:
+    """One decision row per label. Pure (apart from reading the rule's normalisers)."""
+    rows = []
+    for r in labels.itertuples():
+        ref = None if pd.isna(r.reference) else str(r.reference)
+        d = decide(
+            ref,
+            str(r.text),
+            float(r.avg_logprob),
+            float(r.no_speech_prob),
+            rule_of(cfg, r.language),
+        )
+        rows.append(
+            {
+                "id": r.id,
+                "hash": r.hash,
+                "language": r.language,
+                "status": d.status,
+                "error": d.error,
+                "reference_norm": d.reference_norm,
+                "hypothesis_norm": d.hypothesis_norm,
+                "has_reference": ref is not None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def wer_plot(decisions: pd.DataFrame, path: Path, thresholds: dict[str, float]) -> None:
+    """Histogram of WER/CER per language, with the threshold drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import io
+
+    import matplotlib.pyplot as plt
+
+    langs = sorted(decisions["language"].unique())
+    fig, axes = plt.subplots(
+        1, max(len(langs), 1), figsize=(3.2 * max(len(langs), 1), 2.8), squeeze=False
+    )
+    for ax, lang in zip(axes[0], langs, strict=False):
+        errors = decisions.loc[
+            (decisions["language"] == lang) & decisions["error"].notna(), "error"
+        ]
+        ax.hist(errors.clip(upper=1.5), bins=20, range=(0, 1.5), color="#4477aa")
+        ax.axvline(thresholds.get(lang, thresholds["default"]), color="#cc3311", linestyle="--")
+        ax.set_title(f"{lang} (n={len(errors)})")
+        ax.set_xlabel("WER/CER of teacher vs reference")
+    axes[0][0].set_ylabel("clips")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_filter(
+    labels_dir: Path, cfg: FilterConfig, languages: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Filter every label of ``labels_dir``; write the outputs and return the report."""
+    out = Path(cfg.out_dir)
+    # the label stage's labels/<lang>.parquet (read here without importing the teacher's torch)
+    labels = read_language_tables(labels_dir / "labels", labels_dir)
+    if labels.empty:
+        raise RuntimeError(f"{labels_dir}: no label files to filter")
+    decisions = decide_all(labels, cfg)
+    teacher_id = str(labels["teacher_id"].iloc[0])
+    lineage = Lineage(git_commit(), section_hash(cfg), combine_hashes(labels["hash"]), teacher_id)
+    write_parquet(
+        out / "decisions.parquet", pa.Table.from_pandas(decisions, preserve_index=False), lineage
+    )
+    kept = labels[decisions["status"].to_numpy() == KEEP]
+    # a table for every language labelled, and for each of ``languages`` (downstream per-language
+    # stages depend on their file) even when it has no clip yet
+    tables = {*labels["language"], *languages}
+    write_language_tables(out / "manifests", kept, out, tables, lineage)
+    wer_plot(decisions, out / "wer.png", cfg.max_error)
+    report = summarise(decisions, lineage)
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def _mean(values: pd.Series) -> float | None:
+    present = values.dropna()
+    return round(float(present.mean()), 4) if len(present) else None
+
+
+def summarise(decisions: pd.DataFrame, lineage: Lineage) -> dict[str, Any]:
+    """Kept and dropped per language and reason; input == kept + dropped."""
+    by_language: dict[str, Any] = {}
+    for lang, part in decisions.groupby("language", sort=True):
+        counts = part["status"].value_counts()
+        by_language[str(lang)] = {
+            "input": len(part),
+            "kept": int(counts.get(KEEP, 0)),
+            "dropped": {str(k): int(v) for k, v in sorted(counts.items()) if k != KEEP},
+            "mean_error": _mean(part["error"]),
+            "mean_error_kept": _mean(part.loc[part["status"] == KEEP, "error"]),
+        }
+    kept = sum(v["kept"] for v in by_language.values())
+    return {
+        "input": len(decisions),
+        "kept": kept,
+        "dropped": len(decisions) - kept,
+        "by_language": by_language,
+        "lineage": lineage.to_dict(),
+    }

@@ -1,0 +1,1 @@
+"""Ingestion: source items to a validated FLAC store, per-language manifests, quarantine."""

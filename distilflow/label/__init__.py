@@ -1,0 +1,1 @@
+"""The label stage: the teacher pseudo-labels clips (transformers or CTranslate2), cached."""

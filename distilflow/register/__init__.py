@@ -1,0 +1,1 @@
+"""The register stage: MLflow tracking, the registry, the promotion gate, and the consumer."""

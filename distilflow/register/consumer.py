@@ -1,0 +1,159 @@
+"""A registered model as consumers use it: load a model directory, transcribe numpy audio.
+
+No MLflow here (``distilflow.register.registry.load_registered`` downloads, then calls
+:meth:`RegisteredWhisper.from_dir`). Weights load with transformers from safetensors only; remote
+code is never trusted and nothing is unpickled.
+
+Extension point for per-language experts: a model directory may carry ``experts/<lang>.safetensors``
+(DistilWhisper). Only when that folder exists, :func:`route_experts` is called before each
+transcription with the requested language; see its docstring for what it must do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
+
+from distilflow.audio import N_SAMPLES_CHUNK, SAMPLE_RATE, Decoded, to_mono_16k
+from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
+from distilflow.models.dynamic import (
+    apply_audio_context,
+    fit_features,
+    generate_inputs,
+    length_batches,
+)
+
+EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
+
+
+def route_experts(model: Any, experts_dir: Path, language: str | None) -> None:
+    """Route ``model`` to ``language``'s experts found in ``experts_dir``.
+
+    Called by :meth:`RegisteredWhisper.transcribe` only when the model directory has an
+    ``experts/`` folder: ``language``'s experts when ``experts_dir/<language>.safetensors``
+    exists, else the shared path (the plain student), also when ``language`` is None.
+    """
+    from distilflow.models.experts import use_language
+
+    use_language(model, experts_dir, language)
+
+
+ExpertsRouter = Callable[[Any, Path, str | None], None]
+
+
+def windows(pcm: np.ndarray, size: int = N_SAMPLES_CHUNK) -> list[np.ndarray]:
+    """Consecutive windows of at most ``size`` samples (one 30 s window for short audio). Pure."""
+    if pcm.size == 0:
+        return [pcm]
+    return [pcm[i : i + size] for i in range(0, pcm.size, size)]
+
+
+@dataclass
+class RegisteredWhisper:
+    """A Whisper model and processor loaded from a registered model directory."""
+
+    model: WhisperForConditionalGeneration
+    processor: WhisperProcessor
+    directory: Path
+    experts_dir: Path | None = None
+    router: ExpertsRouter = route_experts
+    max_new_tokens: int = 128
+    guard: LoopGuard = DEFAULT_GUARD  # a transcript that starts to loop is ended, repeats cut
+
+    @classmethod
+    def from_dir(cls, directory: Path | str) -> RegisteredWhisper:
+        """Load a transformers Whisper directory (safetensors only, no remote code)."""
+        directory = Path(directory)
+        if not any(directory.glob("*.safetensors")):
+            raise FileNotFoundError(f"{directory}: no safetensors weights (pickles are refused)")
+        model = WhisperForConditionalGeneration.from_pretrained(
+            str(directory), use_safetensors=True, local_files_only=True, trust_remote_code=False
+        )
+        processor = WhisperProcessor.from_pretrained(
+            str(directory), local_files_only=True, trust_remote_code=False
+        )
+        apply_audio_context(model)  # a dynamic-context student: its encoder reads the clip only
+        model.eval()  # type: ignore[no-untyped-call]
+        experts = directory / EXPERTS_DIR
+        return cls(model, processor, directory, experts if experts.is_dir() else None)
+
+    def pcm(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """16 kHz mono float32 samples of ``audio`` (mono or (n, channels), any rate)."""
+        samples = np.asarray(audio, dtype=np.float32)
+        if samples.ndim not in (1, 2):
+            raise ValueError(f"audio must be 1-D (or (n, channels)), got shape {samples.shape}")
+        return to_mono_16k(Decoded(samples, int(sampling_rate)))
+
+    def features(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
+        """Log-mel features of one clip of at most 30 s (what ``transcribe`` feeds the model)."""
+        pcm = self.pcm(audio, sampling_rate)
+        if pcm.size > N_SAMPLES_CHUNK:
+            raise ValueError(f"audio is {pcm.size / SAMPLE_RATE:.1f} s; at most 30 s a window")
+        return self.batch_features([pcm])
+
+    def batch_features(self, pcms: list[np.ndarray]) -> torch.Tensor:
+        """Log-mel features of 16 kHz windows of at most 30 s: Whisper's padded window, cut to
+        the longest window's length (rounded up) for a dynamic-context student."""
+        fe = self.processor.feature_extractor
+        out: torch.Tensor = fe(pcms, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        out = fit_features(self.model, out, [p.size for p in pcms])
+        return out.to(self.model.device, self.model.dtype)
+
+    @torch.no_grad()
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        sampling_rate: int = SAMPLE_RATE,
+        max_new_tokens: int | None = None,
+    ) -> str:
+        """Greedy transcript of one clip; ``language`` (e.g. "fr") forced, None: detected.
+
+        Audio longer than 30 s is cut into consecutive 30 s windows, transcribed as a batch;
+        the windows' transcripts are joined with a space.
+        """
+        return self.transcribe_many([audio], language, sampling_rate, max_new_tokens)[0]
+
+    @torch.no_grad()
+    def transcribe_many(
+        self,
+        audios: list[np.ndarray],
+        language: str | None = None,
+        sampling_rate: int = SAMPLE_RATE,
+        max_new_tokens: int | None = None,
+        batch_size: int = 8,
+    ) -> list[str]:
+        """Greedy transcripts of several clips in one language, batched by length buckets.
+
+        Each clip is cut into 30 s windows; windows of similar length are decoded together
+        (a dynamic-context student then reads only as many frames as the longest of them).
+        """
+        if self.experts_dir is not None:
+            self.router(self.model, self.experts_dir, language)
+        pieces = [(i, w) for i, a in enumerate(audios) for w in windows(self.pcm(a, sampling_rate))]
+        texts = [""] * len(pieces)
+        tokenizer = self.processor.tokenizer
+        for batch in length_batches([w.size for _, w in pieces], batch_size):
+            features = self.batch_features([pieces[j][1] for j in batch])
+            ids = self.model.generate(
+                **generate_inputs(self.model, features),
+                language=language,
+                task="transcribe",
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                logits_processor=LogitsProcessorList(self.guard.processors(self.model)),
+            )
+            rows = self.guard.text_rows(ids, self.model)
+            decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
+            for j, text in zip(batch, decoded, strict=True):
+                texts[j] = str(text).strip()
+        joined: list[list[str]] = [[] for _ in audios]
+        for (i, _), text in zip(pieces, texts, strict=True):
+            if text:
+                joined[i].append(text)
+        return [" ".join(parts) for parts in joined]

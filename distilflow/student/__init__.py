@@ -1,0 +1,1 @@
+"""The student stage: build the student (kept encoder, copied decoder layers) and distil it."""

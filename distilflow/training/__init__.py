@@ -1,0 +1,1 @@
+"""Shared training foundations: the loop, the data, the losses, the teacher-logits memo."""
