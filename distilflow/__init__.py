@@ -1,7 +1,6 @@
 """distilflow: distil multilingual Whisper models (Distil-Whisper, DistilWhisper, Distill-L2S).
 
-The ML core. It knows nothing of Prefect or DVC; MLflow stays inside
-``distilflow.register.registry``.
+The ML core. It knows nothing of Prefect or DVC; MLflow stays inside ``distilflow.register``.
 """
 
 from __future__ import annotations

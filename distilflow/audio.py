@@ -17,9 +17,20 @@ import soxr
 
 from distilflow.atomic import atomic_write_bytes
 
+# Whisper's audio front end, each length derived from the ones above it as in openai/whisper's
+# audio.py; every other module imports these instead of writing the numbers.
 SAMPLE_RATE = 16_000  # Hz, what Whisper's front end expects
-CHUNK_SECONDS = 30  # s, one Whisper window
-N_SAMPLES_CHUNK = SAMPLE_RATE * CHUNK_SECONDS  # samples in one window
+N_FFT = 400  # samples in one STFT window (25 ms)
+HOP_LENGTH = 160  # samples between two log-mel frames (10 ms)
+CHUNK_LENGTH = 30  # s, one Whisper window (the padded input)
+N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in one window
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 log-mel frames in one window
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100 log-mel frames a second
+ENCODER_STRIDE = 2  # log-mel frames per encoder position (the encoder's second conv, stride 2)
+N_AUDIO_CTX = N_FRAMES // ENCODER_STRIDE  # 1500 encoder positions in one window
+N_SAMPLES_PER_TOKEN = HOP_LENGTH * ENCODER_STRIDE  # 320 samples per encoder position (20 ms)
+TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50 encoder positions a second
+TIME_PRECISION = N_SAMPLES_PER_TOKEN / SAMPLE_RATE  # 0.02 s: one position, one timestamp step
 INT16_SCALE = 32767.0  # float [-1, 1] -> int16
 
 

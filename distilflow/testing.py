@@ -17,6 +17,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
 
+from distilflow.audio import N_AUDIO_CTX
 from distilflow.models.convert import (
     NO_TIMESTAMPS,
     timestamp_tokens,
@@ -112,7 +113,7 @@ def tiny_whisper(
         decoder_heads=heads,
         encoder_ffn_dim=ffn,
         decoder_ffn_dim=ffn,
-        max_source_positions=1500,
+        max_source_positions=N_AUDIO_CTX,
         max_target_positions=448,
     )
     with torch.random.fork_rng(devices=[]):

@@ -22,13 +22,9 @@ from distilflow.evaluate.results import StaleResultsError
 from distilflow.evaluate.sets import DEV
 from distilflow.lineage import git_commit
 from distilflow.models.load import transformers_dir_fingerprint
-from distilflow.register.registry import (
-    Candidate,
-    Rescore,
-    download_model,
-    register_model_dir,
-    whisper_dir,
-)
+from distilflow.register.decode_file import serving_decode
+from distilflow.register.download import download_model, whisper_dir
+from distilflow.register.registry import Candidate, Rescore, register_model_dir
 from distilflow.register.release import assemble, chosen_languages, dev_wer, release_wer
 from distilflow.register.rescore import decoding_of, score_release
 from distilflow.register.wer_basis import bases_of
@@ -65,7 +61,9 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     With the evaluation's metrics (``evaluate.out_dir/metrics.json``) holding the ``experts``
     model, the release is the student plus the experts that beat it on dev (see
     ``distilflow/register/release.py``), scored by the evaluation; otherwise the student alone,
-    scored by the student stage's report.
+    scored by the student stage's report. Either way the release is assembled in
+    ``register.out_dir/model`` with the evaluation's decoding (``distilflow_decode.json``:
+    ``evaluate.max_new_tokens`` and ``decode``), which consumers decode with.
     """
     out = Path(params.student.out_dir)
     report = read_report(out / "report.json")
@@ -84,13 +82,15 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     metrics_path = Path(params.evaluate.out_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
     student_wer, experts_wer = dev_wer(metrics, "student"), dev_wer(metrics, "experts")
+    decode = serving_decode(params.evaluate.max_new_tokens, params.decode)
+    release_dir = Path(params.register.out_dir) / "model"
+    experts_out = Path(params.experts.out_dir)
     if not experts_wer:
-        return Candidate(out / "model", read_metrics(report), lineage, "student", data)
+        release = assemble(out / "model", experts_out, [], release_dir, decode)
+        return Candidate(release, read_metrics(report), lineage, "student", data)
     check_evaluated_weights(params, out / "model")
     chosen = chosen_languages(student_wer, experts_wer)
-    release = assemble(
-        out / "model", Path(params.experts.out_dir), chosen, Path(params.register.out_dir) / "model"
-    )
+    release = assemble(out / "model", experts_out, chosen, release_dir, decode)
     data |= {
         "experts": chosen,
         "student_alone_dev_wer": student_wer,

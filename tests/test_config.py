@@ -7,18 +7,16 @@ import yaml
 
 from distilflow.config import ConfigError, load_params, section_hash
 
-from .conftest import REPO_ROOT
+from .helpers import REPO_ROOT, read_params, write_params
 
 
-def write(tmp_path: Path, data: object) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+def write(tmp_path: Path, data: dict) -> Path:
+    return write_params(tmp_path / "params.yaml", data)
 
 
 @pytest.fixture
 def raw() -> dict:
-    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    return read_params()
 
 
 def test_repository_params_load() -> None:
@@ -91,3 +89,15 @@ def test_section_hash_tracks_values(tmp_path: Path, raw: dict) -> None:
     first = section_hash(load_params(write(tmp_path, raw)).ingest)
     raw["ingest"]["max_duration_s"] = 25.0
     assert section_hash(load_params(write(tmp_path, raw)).ingest) != first
+
+
+@pytest.mark.parametrize(("old", "new"), [("teacher", "label"), ("registry", "register")])
+def test_a_renamed_section_is_refused_with_its_new_name(tmp_path: Path, old: str, new: str) -> None:
+    raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    raw[old] = raw.pop(new)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=f"section '{old}' is now '{new}'.*rename {old}: to {new}:"
+    ):
+        load_params(path)

@@ -8,11 +8,12 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 
 from distilflow.config import ConfigError, load_params
 from distilflow.register.gate import decide
 from distilflow.register.model_card import CardInfo, metrics_table, render_model_card
+
+from .helpers import read_params, write_params
 
 NAN = float("nan")
 CHAMP = {"en": 0.20, "fr": 0.40, "ru": 0.60}
@@ -123,19 +124,17 @@ def test_metrics_table_without_champion() -> None:
 
 
 def test_registry_config_is_strict(tmp_path: Path) -> None:
-    raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    assert load_params().registry.model_name == "distilflow-student"
+    raw = read_params()
+    assert load_params().register.model_name == "distilflow-student"
     for change, message in (
         ({"tolerance": -0.1}, "register.tolerance: must be >= 0"),
         ({"tolerance": "0.02"}, "register.tolerance: expected float"),
-        ({"stage": "Production"}, "unknown key registry.stage"),
+        ({"stage": "Production"}, "unknown key register.stage"),
     ):
         bad = copy.deepcopy(raw)
         bad["register"].update(change)
-        path = tmp_path / "params.yaml"
-        path.write_text(yaml.safe_dump(bad), encoding="utf-8")
         with pytest.raises(ConfigError, match=message):
-            load_params(path)
+            load_params(write_params(tmp_path / "params.yaml", bad))
 
 
 def test_a_uri_mlflow_exported_itself_is_not_taken_for_the_users(
@@ -143,7 +142,7 @@ def test_a_uri_mlflow_exported_itself_is_not_taken_for_the_users(
 ) -> None:
     """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; the next run's params still win."""
     from distilflow.config import TrackingConfig
-    from distilflow.register.registry import tracking_uri, use_tracking
+    from distilflow.register.tracking import tracking_uri, use_tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     a = TrackingConfig(uri=f"sqlite:///{tmp_path / 'a.db'}", experiment="x")

@@ -29,6 +29,7 @@ from transformers import (
     WhisperTokenizer,
 )
 
+from distilflow.audio import N_AUDIO_CTX, TIME_PRECISION
 from distilflow.models.ct2 import (
     Ct2FormatError,
     WhisperDims,
@@ -60,9 +61,9 @@ def whisper_special_tokens(languages: Sequence[str]) -> list[str]:
     ]
 
 
-def timestamp_tokens(count: int = 1501) -> list[str]:
+def timestamp_tokens(count: int = N_AUDIO_CTX + 1) -> list[str]:
     """``<|0.00|>`` ... ``<|30.00|>``: Whisper's timestamp tokens, 20 ms apart."""
-    return [f"<|{i * 0.02:.2f}|>" for i in range(count)]
+    return [f"<|{i * TIME_PRECISION:.2f}|>" for i in range(count)]
 
 
 def whisper_tokenizer(source: Path | Mapping[str, Any]) -> WhisperTokenizer:

@@ -32,30 +32,33 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from distilflow.audio import SAMPLE_RATE
+from distilflow.audio import (
+    ENCODER_STRIDE,
+    FRAMES_PER_SECOND,
+    N_AUDIO_CTX,
+    N_FRAMES,
+    N_SAMPLES_PER_TOKEN,
+    SAMPLE_RATE,
+)
 
 AudioContext = Literal["padded", "dynamic"]
 PADDED: AudioContext = "padded"
 DYNAMIC: AudioContext = "dynamic"
 RECORD = "distilflow_student"  # the config attribute holding the student record (student.py)
-MEL_FRAMES_PER_S = 100  # Whisper's log-mel hop: 160 samples at 16 kHz
-MEL_FRAMES_PER_POSITION = 2  # the encoder's second convolution has stride 2
-SAMPLES_PER_POSITION = 320  # 16 kHz samples per encoder position (20 ms)
-WINDOW_FRAMES = 3000  # one 30 s window
 
 
 # -- pure helpers ---------------------------------------------------------------------------
 def frames_per_multiple(multiple_s: float) -> int:
     """Log-mel frames in one rounding step; the step must be a positive multiple of 20 ms. Pure."""
-    frames = round(multiple_s * MEL_FRAMES_PER_S)
-    if frames < MEL_FRAMES_PER_POSITION or frames % MEL_FRAMES_PER_POSITION:
+    frames = round(multiple_s * FRAMES_PER_SECOND)
+    if frames < ENCODER_STRIDE or frames % ENCODER_STRIDE:
         raise ValueError(f"context_multiple_s {multiple_s}: must be a positive multiple of 0.02 s")
-    if abs(frames - multiple_s * MEL_FRAMES_PER_S) > 1e-6:
+    if abs(frames - multiple_s * FRAMES_PER_SECOND) > 1e-6:
         raise ValueError(f"context_multiple_s {multiple_s}: must be a multiple of 0.02 s")
     return frames
 
 
-def context_frames(duration_s: float, multiple_s: float, window: int = WINDOW_FRAMES) -> int:
+def context_frames(duration_s: float, multiple_s: float, window: int = N_FRAMES) -> int:
     """Log-mel frames the dynamic encoder reads for a clip of ``duration_s``. Pure.
 
     The duration rounded up to a whole number of ``multiple_s`` steps (at least one), capped at
@@ -64,13 +67,13 @@ def context_frames(duration_s: float, multiple_s: float, window: int = WINDOW_FR
     if not duration_s >= 0:
         raise ValueError(f"duration {duration_s} must be >= 0")
     step = frames_per_multiple(multiple_s)
-    steps = max(1, math.ceil(duration_s * MEL_FRAMES_PER_S / step - 1e-9))
+    steps = max(1, math.ceil(duration_s * FRAMES_PER_SECOND / step - 1e-9))
     return min(steps * step, window)
 
 
-def real_positions(n_samples: int, window_positions: int = WINDOW_FRAMES // 2) -> int:
+def real_positions(n_samples: int, window_positions: int = N_AUDIO_CTX) -> int:
     """Encoder positions that hold the clip's audio (16 kHz samples; at least 1). Pure."""
-    return max(1, min(window_positions, math.ceil(n_samples / SAMPLES_PER_POSITION)))
+    return max(1, min(window_positions, math.ceil(n_samples / N_SAMPLES_PER_TOKEN)))
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -219,7 +222,7 @@ def fit_features(model: Any, features: torch.Tensor, n_samples: Sequence[int]) -
 def generate_inputs(model: Any, features: torch.Tensor) -> dict[str, Any]:
     """``generate`` keyword arguments for ``features``: ``input_features`` for a full window,
     else the encoder's outputs (``generate`` would pad short features back to 30 s)."""
-    if int(features.shape[-1]) == WINDOW_FRAMES or not is_dynamic(model):
+    if int(features.shape[-1]) == N_FRAMES or not is_dynamic(model):
         return {"input_features": features}
     states = model.get_encoder()(features).last_hidden_state
     return {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}

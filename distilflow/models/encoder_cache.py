@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from distilflow.atomic import atomic_write_bytes
+from distilflow.safetensors_io import sorted_metadata
 
 STATES_KEY = "states"  # the tensor's name inside each file
 _CLIP_HASH = re.compile(r"[0-9A-Za-z_-]{2,128}")  # a file name, never a path
@@ -73,8 +74,8 @@ class EncoderCache:
         if states.ndim != 2:
             raise ValueError(f"states of one clip are (frames, d), got {tuple(states.shape)}")
         tensor = states.detach().to("cpu", self.dtype).contiguous()
-        data = save(
-            {STATES_KEY: tensor}, metadata={"clip": clip_hash, "encoder": self.encoder_hash}
+        data = sorted_metadata(  # same states, same bytes: the writer's key order varies
+            save({STATES_KEY: tensor}, metadata={"clip": clip_hash, "encoder": self.encoder_hash})
         )
         atomic_write_bytes(self.path(clip_hash), data)
 

@@ -1,8 +1,10 @@
 """A registered model as consumers use it: load a model directory, transcribe numpy audio.
 
-No MLflow here (``distilflow.register.registry.load_registered`` downloads, then calls
-:meth:`RegisteredWhisper.from_dir`). Weights load with transformers from safetensors only; remote
-code is never trusted and nothing is unpickled.
+No MLflow here (``distilflow.register.download.load_registered`` downloads, then calls
+:meth:`RegisteredWhisper.from_dir`). A model directory decodes as its ``distilflow_decode.json``
+says (the evaluation's token budget and repetition guard, written at registration; see
+:mod:`distilflow.register.decode_file`), else with the defaults. Weights load with transformers
+from safetensors only; remote code is never trusted and nothing is unpickled.
 
 Extension point for per-language experts: a model directory may carry ``experts/<lang>.safetensors``
 (DistilWhisper). Only when that folder exists, :func:`route_experts` is called before each
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
 
-from distilflow.audio import N_SAMPLES_CHUNK, SAMPLE_RATE, Decoded, to_mono_16k
+from distilflow.audio import N_SAMPLES, SAMPLE_RATE, Decoded, to_mono_16k
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.models.dynamic import (
     apply_audio_context,
@@ -28,6 +30,7 @@ from distilflow.models.dynamic import (
     generate_inputs,
     length_batches,
 )
+from distilflow.register.decode_file import DEFAULT_MAX_NEW_TOKENS, read_decode
 
 EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
 
@@ -47,11 +50,30 @@ def route_experts(model: Any, experts_dir: Path, language: str | None) -> None:
 ExpertsRouter = Callable[[Any, Path, str | None], None]
 
 
-def windows(pcm: np.ndarray, size: int = N_SAMPLES_CHUNK) -> list[np.ndarray]:
+def windows(pcm: np.ndarray, size: int = N_SAMPLES) -> list[np.ndarray]:
     """Consecutive windows of at most ``size`` samples (one 30 s window for short audio). Pure."""
     if pcm.size == 0:
         return [pcm]
     return [pcm[i : i + size] for i in range(0, pcm.size, size)]
+
+
+def token_budget(max_new_tokens: int) -> dict[str, Any]:
+    """Whisper ``generate`` options for at most ``max_new_tokens`` tokens after the prompt. Pure.
+
+    Whisper's ``generate`` reads ``max_length`` (without ``max_new_tokens``) as a count after its
+    forced prompt (start, language, task: transformers' ``_set_max_new_tokens_and_length`` adds
+    the prompt's length), the budget ``max_new_tokens`` sets. ``max_new_tokens`` itself makes
+    transformers warn on every call that ``max_length`` is set too, which Whisper's ``generate``
+    always fills in before decoding.
+    """
+    return {"max_length": int(max_new_tokens)}
+
+
+def every_frame(features: torch.Tensor) -> torch.Tensor:
+    """The attention mask of a batch of features: every frame (Whisper's encoder reads them all,
+    it takes no mask). Given, transformers need not warn that it cannot infer one for a batch."""
+    batch, frames = features.shape[0], features.shape[-1]
+    return torch.ones(batch, frames, dtype=torch.long, device=features.device)
 
 
 @dataclass
@@ -63,13 +85,24 @@ class RegisteredWhisper:
     directory: Path
     experts_dir: Path | None = None
     router: ExpertsRouter = route_experts
-    max_new_tokens: int = 128
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     guard: LoopGuard = DEFAULT_GUARD  # a transcript that starts to loop is ended, repeats cut
 
     @classmethod
-    def from_dir(cls, directory: Path | str) -> RegisteredWhisper:
-        """Load a transformers Whisper directory (safetensors only, no remote code)."""
+    def from_dir(
+        cls,
+        directory: Path | str,
+        max_new_tokens: int | None = None,
+        guard: LoopGuard | None = None,
+    ) -> RegisteredWhisper:
+        """Load a transformers Whisper directory (safetensors only, no remote code).
+
+        It decodes with the token budget and repetition guard of its ``distilflow_decode.json``
+        (the evaluation's, written at registration), or the defaults without one;
+        ``max_new_tokens`` and ``guard`` given here win.
+        """
         directory = Path(directory)
+        recorded = read_decode(directory)
         if not any(directory.glob("*.safetensors")):
             raise FileNotFoundError(f"{directory}: no safetensors weights (pickles are refused)")
         model = WhisperForConditionalGeneration.from_pretrained(
@@ -81,7 +114,14 @@ class RegisteredWhisper:
         apply_audio_context(model)  # a dynamic-context student: its encoder reads the clip only
         model.eval()  # type: ignore[no-untyped-call]
         experts = directory / EXPERTS_DIR
-        return cls(model, processor, directory, experts if experts.is_dir() else None)
+        return cls(
+            model,
+            processor,
+            directory,
+            experts if experts.is_dir() else None,
+            max_new_tokens=recorded.max_new_tokens if max_new_tokens is None else max_new_tokens,
+            guard=recorded.guard if guard is None else guard,
+        )
 
     def pcm(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
         """16 kHz mono float32 samples of ``audio`` (mono or (n, channels), any rate)."""
@@ -93,7 +133,7 @@ class RegisteredWhisper:
     def features(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """Log-mel features of one clip of at most 30 s (what ``transcribe`` feeds the model)."""
         pcm = self.pcm(audio, sampling_rate)
-        if pcm.size > N_SAMPLES_CHUNK:
+        if pcm.size > N_SAMPLES:
             raise ValueError(f"audio is {pcm.size / SAMPLE_RATE:.1f} s; at most 30 s a window")
         return self.batch_features([pcm])
 
@@ -143,9 +183,10 @@ class RegisteredWhisper:
             features = self.batch_features([pieces[j][1] for j in batch])
             ids = self.model.generate(
                 **generate_inputs(self.model, features),
+                attention_mask=every_frame(features),
                 language=language,
                 task="transcribe",
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                **token_budget(max_new_tokens or self.max_new_tokens),
                 logits_processor=LogitsProcessorList(self.guard.processors(self.model)),
             )
             rows = self.guard.text_rows(ids, self.model)

@@ -80,7 +80,7 @@ def _decision_lines(decision: Decision | None) -> list[str]:
 INTENDED_USE = (
     "Speech recognition (transcription, not translation) of 16 kHz mono audio in the languages "
     "of the table above, greedy decoding, up to 30 s a call. Load it with "
-    "`distilflow.register.registry.load_registered(uri).transcribe(audio, language=...)`."
+    "`distilflow.register.download.load_registered(uri).transcribe(audio, language=...)`."
 )
 LIMITATIONS = [
     "WER is measured on a small held-out split of the training corpus (pseudo-labelled by the "

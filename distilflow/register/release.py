@@ -3,7 +3,8 @@
 A language's experts ship only when, on the evaluation's dev set, the student routed to them
 scores a strictly lower WER than the student alone; every other language decodes with the
 shared path. The release's WER per language is then the better of the two. The choice and the
-figures are pure functions; ``assemble`` copies the files.
+figures are pure functions; ``assemble`` copies the files and records how the release decodes
+(``distilflow_decode.json``, :mod:`distilflow.register.decode_file`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from distilflow.models.convert import atomic_dir
 from distilflow.models.experts import expert_path
 from distilflow.register.consumer import EXPERTS_DIR
+from distilflow.register.decode_file import ServingDecode, write_decode
 
 
 def chosen_languages(
@@ -49,9 +51,16 @@ def dev_wer(metrics: Mapping[str, Any], model: str, eval_set: str = "dev") -> di
     return {str(lang): float(row["wer"]) for lang, row in languages.items()}
 
 
-def assemble(student_dir: Path, experts_out: Path, languages: list[str], dst: Path) -> Path:
+def assemble(
+    student_dir: Path,
+    experts_out: Path,
+    languages: list[str],
+    dst: Path,
+    decode: ServingDecode | None = None,
+) -> Path:
     """``dst``: a copy of the student directory with ``experts/<lang>.safetensors`` of each
-    chosen language (replacing what was there, atomically)."""
+    chosen language and, given ``decode``, the ``distilflow_decode.json`` consumers decode with
+    (replacing what was there, atomically)."""
     if dst.exists():
         shutil.rmtree(dst)
     with atomic_dir(dst) as tmp:
@@ -62,4 +71,6 @@ def assemble(student_dir: Path, experts_out: Path, languages: list[str], dst: Pa
             shutil.copyfile(
                 expert_path(experts_out, lang), tmp / EXPERTS_DIR / f"{lang}.safetensors"
             )
+        if decode is not None:
+            write_decode(tmp, decode)
     return dst

@@ -1,0 +1,146 @@
+"""Cross-field rules of ``params.yaml`` that types alone cannot express.
+
+:func:`check` runs once the sections are built (:func:`distilflow.config.load.load_params`) and
+raises :class:`ConfigError` on the first rule broken, in the order of the sections below.
+:func:`inbox_source` is the one rule checked where it is needed (the retrain watcher).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distilflow.config.sections import (
+    ConfigError,
+    EvaluateConfig,
+    ExpertsConfig,
+    ExportConfig,
+    IngestConfig,
+    Params,
+    SourceConfig,
+    StudentConfig,
+)
+from distilflow.languages import normalize_language
+
+
+def check(params: Params, source: Path) -> None:
+    """Cross-field rules that types alone cannot express."""
+    _check_ingest(params.ingest, source)
+    t = params.label
+    for name in ("batch_size", "shard_size", "max_new_tokens", "num_beams"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"{source}: label.{name}: must be at least 1")
+    _check_student(params.student, source)
+    _check_experts(params.experts, source)
+    _check_evaluate(params.evaluate, source)
+    _check_export(params.export, source)
+    _check_retrain(params, source)
+    d = params.decode
+    if d.loop_repeats == 1 or d.loop_repeats < 0 or d.loop_min_tokens < 1:
+        raise ConfigError(
+            f"{source}: decode: loop_repeats must be 0 (off) or >= 2, loop_min_tokens >= 1"
+        )
+    if not params.register.tolerance >= 0:
+        raise ConfigError(f"{source}: register.tolerance: must be >= 0 (an absolute WER)")
+    f = params.filter
+    for name in ("normalizer", "max_error"):
+        if "default" not in getattr(f, name):
+            raise ConfigError(f"{source}: filter.{name}: needs a 'default' entry")
+
+
+def _check_ingest(ing: IngestConfig, source: Path) -> None:
+    if not 0 < ing.max_duration_s <= 30 * 60:
+        raise ConfigError(
+            f"{source}: ingest.max_duration_s: must be in (0, 1800], got {ing.max_duration_s}"
+        )
+    if not 0 <= ing.min_duration_s < ing.max_duration_s:
+        raise ConfigError(
+            f"{source}: ingest.min_duration_s: must be >= 0 and below ingest.max_duration_s"
+        )
+    if not ing.sources:
+        raise ConfigError(f"{source}: ingest.sources: at least one source is needed")
+
+
+def _check_student(st: StudentConfig, source: Path) -> None:
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "processes"):
+        if getattr(st, name) < 1:
+            raise ConfigError(f"{source}: student.{name}: must be at least 1")
+    if not 0 < st.dev_fraction < 1:
+        raise ConfigError(f"{source}: student.dev_fraction: must be in (0, 1)")
+    if st.cache_encoder and not st.freeze_encoder and st.audio_context == "padded":
+        # a dynamic student never reads the cache: it caches only the padded teacher's states
+        raise ConfigError(f"{source}: student.cache_encoder: needs student.freeze_encoder: true")
+    # log-mel frames (100 a second: distilflow.audio.FRAMES_PER_SECOND, not imported so that
+    # reading params.yaml needs neither the audio stack nor audio.py); the encoder halves them
+    step = st.context_multiple_s * 100
+    if not (step >= 2 and abs(step - round(step)) < 1e-6 and round(step) % 2 == 0):
+        raise ConfigError(
+            f"{source}: student.context_multiple_s: must be a positive multiple of 0.02 s, "
+            f"got {st.context_multiple_s}"
+        )
+    if not st.encoder_mse >= 0:
+        raise ConfigError(f"{source}: student.encoder_mse: must be >= 0")
+
+
+def _check_experts(ex: ExpertsConfig, source: Path) -> None:
+    for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "rank"):
+        if getattr(ex, name) < 1:
+            raise ConfigError(f"{source}: experts.{name}: must be at least 1")
+    if not 0.0 <= ex.gate_target <= 1.0:
+        raise ConfigError(f"{source}: experts.gate_target: must be in [0, 1]")
+    if ex.l2s_weight > 0 and not (ex.encoder and ex.text_model):
+        raise ConfigError(
+            f"{source}: experts.l2s_weight: the text-alignment loss trains the encoder; it needs "
+            "experts.encoder: true and a experts.text_model"
+        )
+    if len(set(ex.languages)) != len(ex.languages):
+        raise ConfigError(f"{source}: experts.languages: a language is listed twice")
+
+
+def _check_evaluate(ev: EvaluateConfig, source: Path) -> None:
+    if not ev.models or len(set(ev.models)) != len(ev.models):
+        raise ConfigError(f"{source}: evaluate.models: at least one model, none listed twice")
+    if ev.max_new_tokens < 1:
+        raise ConfigError(f"{source}: evaluate.max_new_tokens: must be at least 1")
+    if ev.max_clips_per_language is not None and ev.max_clips_per_language < 1:
+        raise ConfigError(f"{source}: evaluate.max_clips_per_language: must be >= 1 or null")
+    if not ev.languages or len(set(ev.languages)) != len(ev.languages):
+        raise ConfigError(f"{source}: evaluate.languages: at least one language, none twice")
+    odd = [lang for lang in ev.languages if normalize_language(lang) != lang]
+    if odd:
+        raise ConfigError(
+            f"{source}: evaluate.languages: {odd} are not Whisper language codes (e.g. en, fr)"
+        )
+    if "dev" in ev.extra_sets:
+        raise ConfigError(f"{source}: evaluate.extra_sets: 'dev' is the student's dev split")
+
+
+def _check_export(ex: ExportConfig, source: Path) -> None:
+    if ex.verify_clips < 0 or ex.max_new_tokens < 1:
+        raise ConfigError(f"{source}: export: verify_clips must be >= 0, max_new_tokens >= 1")
+    if not ex.max_wer_vs_torch >= 0:
+        raise ConfigError(f"{source}: export.max_wer_vs_torch: must be >= 0")
+    if not 0 <= ex.max_loop_share <= 1:
+        raise ConfigError(f"{source}: export.max_loop_share: must be in [0, 1]")
+
+
+def _check_retrain(params: Params, source: Path) -> None:
+    if not params.retrain.lock_timeout_s > 0:
+        raise ConfigError(f"{source}: retrain.lock_timeout_s: must be > 0 (seconds)")
+
+
+def inbox_source(params: Params) -> SourceConfig:
+    """The ingest source that is the watched inbox; ConfigError when none is."""
+    inbox = params.retrain.inbox
+    for s in params.ingest.sources:
+        if _same_place(s.uri, inbox):
+            return s
+    raise ConfigError(
+        f"retrain.inbox: {inbox!r} is not one of ingest.sources; add it there "
+        "(e.g. {kind: audiofolder, uri: inbox}) so that what the watcher sees gets ingested"
+    )
+
+
+def _same_place(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return Path(a) == Path(b)
