@@ -26,6 +26,7 @@ import json
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,13 @@ from distilflow.experts.stage import LanguageRun, make_trainer, prepare_model
 from distilflow.lineage import combine_hashes
 from distilflow.models import load_whisper
 from distilflow.models.device import count_parameters
-from distilflow.models.encoder_cache import EncoderCache, module_hash
 from distilflow.text import error_rate_corpus
-from distilflow.training.data import decoder_example, prompt_ids
 from distilflow.training.loop import NullTracker, TrainExample
-from distilflow.training.states import EncoderStates, TrainableEncoderStates
+from distilflow.training.prepare import eos_of, frozen_states, load_frozen_teacher, trainable_states
+from distilflow.training.states import EncoderStates, train_example
 
 REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")  # the benchmark's device
 METHODS = ("student", "finetune", "lora", "experts_no_kd", "experts_kd", "experts_kd_l2s")
 
 
@@ -74,7 +75,7 @@ def pseudo_labels(
                 max_new_tokens=96,
             )
         for row in ids.tolist():
-            out.append([t for t in row if t < int(gen.eos_token_id)])
+            out.append([t for t in row if t < eos_of(gen)])
     return out
 
 
@@ -162,9 +163,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(REPO / "params.yaml")
     cache = REPO / params.paths.cache_dir
-    teacher_loaded = load_whisper(params.label.model, cache_dir=cache)
-    teacher = teacher_loaded.model.eval()
-    teacher.requires_grad_(False)
+    teacher_loaded = load_frozen_teacher(params.label.model, cache, CPU)
+    teacher = teacher_loaded.model
     base = load_whisper(args.student, cache_dir=cache)
     methods = [m for m in METHODS if m != "experts_kd_l2s" or args.text_model]
     results: dict[str, Any] = {}
@@ -193,6 +193,46 @@ def main() -> None:
     )
 
 
+@dataclass
+class LanguageData:
+    """One language's clips: train examples (the teacher's pseudo-labels), test clips."""
+
+    language: str
+    paths: dict[str, str]  # content hash -> audio file, train and test clips
+    train: list[TrainExample]
+    dev: list[EvalClip]
+    teacher_states: EncoderStates
+    durations: dict[str, float]  # of the train clips
+    texts: dict[str, str]  # the train clips' references (what L2S's text model reads)
+    data_hash: str  # of the train clips
+
+
+def language_data(args: Any, teacher: Any, fe: Any, lang: str, cache: Path) -> LanguageData:
+    """Pick, hash and pseudo-label one language's clips; the teacher's states are cached."""
+    train_rows, test_rows = pick_clips(args.corpus, lang, args.train, args.test)
+    for r in train_rows + test_rows:  # cache key: the file's content hash
+        r["key"] = hashlib.sha256((args.corpus / r["file_name"]).read_bytes()).hexdigest()
+    paths = {r["key"]: str(args.corpus / r["file_name"]) for r in train_rows + test_rows}
+    t_states = frozen_states(teacher.model.encoder, fe, paths, cache, CPU)
+    keys = [r["key"] for r in train_rows]
+    gen = teacher.generation_config
+    labels = pseudo_labels(teacher, t_states, keys, lang)
+    train = [
+        train_example(key, lang, ids, gen, eos_of(gen))
+        for key, ids in zip(keys, labels, strict=True)
+    ]
+    return LanguageData(
+        lang,
+        paths,
+        train,
+        [EvalClip(r["key"], lang, r["text"]) for r in test_rows],
+        t_states,
+        {r["key"]: float(r["duration_s"]) for r in train_rows},
+        {r["key"]: r["text"] for r in train_rows},
+        combine_hashes(keys),
+    )
+
+
 def run_language(
     args: Any,
     cfg: ExpertsConfig,
@@ -204,85 +244,82 @@ def run_language(
     cache: Path,
 ) -> dict[str, Any]:
     """Every method on one language; WER, decode-time ratio and inference parameters."""
-    train_rows, test_rows = pick_clips(args.corpus, lang, args.train, args.test)
-    for r in train_rows + test_rows:  # cache key: the file's content hash
-        r["key"] = hashlib.sha256((args.corpus / r["file_name"]).read_bytes()).hexdigest()
-    paths = {r["key"]: str(args.corpus / r["file_name"]) for r in train_rows + test_rows}
-    fe = base.processor.feature_extractor
-    t_states = EncoderStates(
-        teacher.model.encoder,
-        fe,
-        paths,
-        EncoderCache(cache / "encoder", module_hash(teacher.model.encoder)),
-        torch.device("cpu"),
-    )
-    keys = [r["key"] for r in train_rows]
-    gen = teacher.generation_config
-    labels = pseudo_labels(teacher, t_states, keys, lang)
-    train = []
-    for key, ids in zip(keys, labels, strict=True):
-        inputs, targets = decoder_example(ids, prompt_ids(gen, lang), int(gen.eos_token_id))
-        train.append(TrainExample(key, lang, inputs, targets))
-    dev = [EvalClip(r["key"], lang, r["text"]) for r in test_rows]
+    data = language_data(args, teacher, base.processor.feature_extractor, lang, cache)
     teacher_run = (
-        TrainableEncoderStates(teacher.model.encoder, fe, paths, None, torch.device("cpu"))
+        trainable_states(teacher.model.encoder, data.teacher_states)
         if args.encoder
-        else t_states
+        else data.teacher_states
     )
-    teacher_wer, teacher_s, forced = timed_eval(teacher, base.processor, dev, teacher_run, {})
+    teacher_wer, teacher_s, forced = timed_eval(teacher, base.processor, data.dev, teacher_run, {})
     out: dict[str, Any] = {"teacher": {"wer": teacher_wer, "decode_s": teacher_s}}
     for method in methods:
-        student = copy.deepcopy(base.model)
-        s_states = EncoderStates(
-            student.model.encoder,
-            fe,
-            paths,
-            EncoderCache(cache / "encoder", module_hash(student.model.encoder)),
-            torch.device("cpu"),
-        )
-        if method != "student":
-            mcfg = variant(cfg, method, args.steps, args.encoder, args.text_model)
-            with tempfile.TemporaryDirectory() as tmp:
-                mcfg = dataclasses.replace(mcfg, out_dir=tmp)
-                prepare_model(student, mcfg)
-                run = LanguageRun(
-                    lang,
-                    teacher,
-                    student,
-                    base.processor,
-                    train,
-                    dev,
-                    t_states,
-                    s_states,
-                    {r["key"]: float(r["duration_s"]) for r in train_rows},
-                    {r["key"]: r["text"] for r in train_rows},
-                    base.fingerprint,
-                    teacher_loaded.fingerprint,
-                    combine_hashes(keys),
-                )
-                start = time.perf_counter()
-                make_trainer(mcfg, run, Path(tmp)).run(NullTracker())
-                train_s = time.perf_counter() - start
-        else:
-            train_s = 0.0
-        # with --encoder every method (the student too) runs its own encoder when decoding
-        states = (
-            TrainableEncoderStates(student.model.encoder, fe, paths, None, torch.device("cpu"))
-            if args.encoder
-            else s_states
-        )
-        wer, decode_s, _ = timed_eval(student, base.processor, dev, states, forced)
-        out[method] = {
-            "wer": wer,
-            "decode_s": decode_s,
-            "train_s": train_s,
-            "parameters": count_parameters(student),
-        }
+        out[method] = run_method(args, cfg, method, teacher_loaded, base, data, forced, cache)
     ref = out["student"]
     for method in methods:  # the same forced token sequences for every method
         out[method]["decode_ratio"] = out[method]["decode_s"] / ref["decode_s"]
         out[method]["parameter_ratio"] = out[method]["parameters"] / ref["parameters"]
     return out
+
+
+def run_method(
+    args: Any,
+    cfg: ExpertsConfig,
+    method: str,
+    teacher_loaded: Any,
+    base: Any,
+    data: LanguageData,
+    forced: dict[str, list[int]],
+    cache: Path,
+) -> dict[str, Any]:
+    """One method on a fresh copy of the student: trained (but ``student``), then scored."""
+    student = copy.deepcopy(base.model)
+    fe = base.processor.feature_extractor
+    s_states = frozen_states(student.model.encoder, fe, data.paths, cache, CPU)
+    train_s = 0.0
+    if method != "student":
+        mcfg = variant(cfg, method, args.steps, args.encoder, args.text_model)
+        train_s = train_method(mcfg, teacher_loaded, base, student, s_states, data)
+    # with --encoder every method (the student too) runs its own encoder when decoding
+    states = trainable_states(student.model.encoder, s_states) if args.encoder else s_states
+    wer, decode_s, _ = timed_eval(student, base.processor, data.dev, states, forced)
+    return {
+        "wer": wer,
+        "decode_s": decode_s,
+        "train_s": train_s,
+        "parameters": count_parameters(student),
+    }
+
+
+def train_method(
+    cfg: ExpertsConfig,
+    teacher_loaded: Any,
+    base: Any,
+    student: Any,
+    s_states: EncoderStates,
+    data: LanguageData,
+) -> float:
+    """Train ``student`` as the experts stage would (in a scratch folder); returns seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = dataclasses.replace(cfg, out_dir=tmp)
+        prepare_model(student, cfg)
+        run = LanguageRun(
+            data.language,
+            teacher_loaded.model,
+            student,
+            base.processor,
+            data.train,
+            data.dev,
+            data.teacher_states,
+            s_states,
+            data.durations,
+            data.texts,
+            base.fingerprint,
+            teacher_loaded.fingerprint,
+            data.data_hash,
+        )
+        start = time.perf_counter()
+        make_trainer(cfg, run, Path(tmp)).run(NullTracker())
+        return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from .stack import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +63,6 @@ weights, start = raw(trainer.student), raw(make_student(teacher, 2)[0])
     "step": state.step, "world": acc.num_processes, "digest": hashlib.sha256(weights).hexdigest(),
     "moved": weights != start}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_two_processes_train_in_lockstep(tmp_path: Path) -> None:

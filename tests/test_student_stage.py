@@ -7,64 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from distilflow.config import load_params
 
-from .conftest import Crash, CrashAfter, accept_random_labels
-from .test_label_filter import project_params
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distilflow.testing import save_tiny_whisper
-
-    # seed 1: a random teacher whose greedy output is text (seed 0 emits bytes that normalise away)
-    return save_tiny_whisper(tmp_path_factory.mktemp("teacher") / "model", seed=1, decoder_layers=4)
-
-
-def student_params(tmp_path: Path, teacher: Path, **student_kw: object) -> Path:
-    path = project_params(tmp_path, teacher)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw["student"].update(
-        out_dir=str(tmp_path / "student"),
-        max_steps=6,
-        batch_size=4,
-        eval_every=3,
-        save_every=2,
-        warmup_steps=2,
-        eval_max_new_tokens=4,
-        progress=False,
-        dev_fraction=0.2,
-    )
-    raw["student"].update(student_kw)
-    accept_random_labels(raw, tmp_path)
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path) -> Path:
-    """Ingested, labelled and filtered demo data (shared by the tests of this module)."""
-    from distilflow.config import load_params
-    from distilflow.filter.stage import run_filter
-    from distilflow.ingest.stage import ingest
-    from distilflow.label.stage import make_labeller, write_labels
-    from distilflow.label.teacher import label_clips
-    from distilflow.sources import iter_items
-    from tasks.label import cache_for
-
-    tmp = tmp_path_factory.mktemp("prepared")
-    params = load_params(student_params(tmp, tiny_teacher))
-    ingest(iter_items(params.ingest.sources), params.ingest)
-    labeller = make_labeller(params.label, tmp / "cache")
-    cache = cache_for(params.label, labeller)
-    from distilflow.label.stage import load_clips
-
-    label_clips(load_clips(Path(params.ingest.out_dir)), labeller, cache, 8)
-    write_labels(Path(params.ingest.out_dir), cache, params.label, labeller.teacher_id)
-    run_filter(Path(params.label.out_dir), params.filter)
-    return tmp
+from .helpers import Crash, CrashAfter, student_params
 
 
 def test_student_flow_trains_saves_and_logs(

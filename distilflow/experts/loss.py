@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from distilflow.audio import N_AUDIO_CTX, TOKENS_PER_SECOND
 from distilflow.config import ExpertsConfig
 from distilflow.models.experts import gate_values
 from distilflow.training.losses import (
@@ -26,15 +27,12 @@ from distilflow.training.losses import (
 )
 from distilflow.training.teacher_logits import TeacherLogits
 
-ENCODER_FRAMES_PER_S = 50  # Whisper: 100 mel frames a second, halved by the second conv
-ENCODER_FRAMES = 1500  # a 30 s window
-
 StatesFn = Callable[[list[str]], torch.Tensor]
 
 
 def encoder_frames(duration_s: float) -> int:
     """Encoder frames that hold the clip's audio (the rest of the 30 s window is padding). Pure."""
-    return max(1, min(ENCODER_FRAMES, math.ceil(duration_s * ENCODER_FRAMES_PER_S)))
+    return max(1, min(N_AUDIO_CTX, math.ceil(duration_s * TOKENS_PER_SECOND)))
 
 
 def frame_mask(frames: list[int], total: int) -> torch.Tensor:

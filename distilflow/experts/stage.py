@@ -22,10 +22,9 @@ from distilflow.config import ExpertsConfig, section_hash
 from distilflow.decoding.greedy import EvalClip, evaluate_model
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.experts.loss import ExpertLoss, encoder_frames
-from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.lineage import Lineage, git_commit
 from distilflow.models.device import pick_device
 from distilflow.models.dynamic import audio_context_of
-from distilflow.models.encoder_cache import EncoderCache, module_hash
 from distilflow.models.experts import (
     ExpertSpec,
     attach_language,
@@ -35,9 +34,17 @@ from distilflow.models.experts import (
 )
 from distilflow.safetensors_io import save_tensors
 from distilflow.training.data import load_training_examples
-from distilflow.training.dynamic import DynamicStudentStates
 from distilflow.training.loop import Tracker, Trainer, seed_training
-from distilflow.training.states import EncoderStates, TrainableEncoderStates, build_examples
+from distilflow.training.prepare import (
+    StudentStates,
+    eos_of,
+    frozen_states,
+    load_frozen_teacher,
+    run_data,
+    student_states,
+    trainable_states,
+)
+from distilflow.training.states import EncoderStates
 
 REPORT = "report.json"
 
@@ -111,7 +118,7 @@ class LanguageRun:
     train: list[Any]
     dev: list[EvalClip]
     teacher_states: EncoderStates
-    student_states: EncoderStates | DynamicStudentStates  # dynamic: on each clip's own length
+    student_states: StudentStates  # dynamic: on each clip's own length
     durations: dict[str, float]
     texts: dict[str, str]  # reference (else pseudo-label) of each clip: what L2S's text model reads
     base_fingerprint: str
@@ -135,41 +142,38 @@ def setup(
     if df.empty:
         return None
     device = pick_device(cfg.device)
-    teacher_loaded = load_whisper(teacher_ref, cache_dir=cache_dir)
-    teacher = teacher_loaded.model.to(device).eval()  # type: ignore[arg-type]
-    teacher.requires_grad_(False)
+    teacher_loaded = load_frozen_teacher(teacher_ref, cache_dir, device)
+    teacher = teacher_loaded.model
     base = load_whisper(str(student_dir), cache_dir=cache_dir)
     student = base.model.to(device)  # type: ignore[arg-type]
-    gen = teacher.generation_config
-    eos = int(gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0])
-    train, dev = build_examples(df, gen, eos, dev_fraction)
-    if not train:
+    data = run_data(df, teacher.generation_config, dev_fraction)
+    if not data.train:
         return None
-    paths = dict(zip(df["hash"], df["audio_path"], strict=True))
     fe = base.processor.feature_extractor
-    t_cache = EncoderCache(cache_dir / "encoder", module_hash(teacher.model.encoder))
-    t_states = EncoderStates(teacher.model.encoder, fe, paths, t_cache, device)
-    s_hash = module_hash(student.model.encoder)
-    s_cache = EncoderCache(cache_dir / "encoder", s_hash)
-    s_states: EncoderStates | DynamicStudentStates
-    s_states = EncoderStates(student.model.encoder, fe, paths, s_cache, device)
     kind, multiple = audio_context_of(student)
-    if kind == "dynamic":  # the encoder reads each batch's own length: nothing to cache
-        s_states = DynamicStudentStates(student.model.encoder, fe, paths, multiple or 1.0, device)
     return LanguageRun(
         language,
         teacher,
         student,
         base.processor,
-        train,
-        dev,
-        t_states,
-        s_states,
-        dict(zip(df["hash"], df["duration_s"].astype(float), strict=True)),
+        data.train,
+        data.dev,
+        frozen_states(teacher.model.encoder, fe, data.paths, cache_dir, device),
+        student_states(
+            student.model.encoder,
+            fe,
+            data.paths,
+            device,
+            context=kind,
+            multiple_s=multiple or 1.0,
+            trainable=False,
+            cache_dir=cache_dir,
+        ),
+        data.durations,
         {r.hash: str(r.reference or r.text) for r in df.itertuples()},
         base.fingerprint,
         teacher_loaded.fingerprint,
-        combine_hashes(df["hash"]),
+        data.data_hash,
     )
 
 
@@ -245,13 +249,7 @@ def make_trainer(
     cfg: ExpertsConfig, run: LanguageRun, out: Path, guard: LoopGuard = DEFAULT_GUARD
 ) -> Trainer:
     student_states = (
-        TrainableEncoderStates(
-            run.student.model.encoder,
-            run.student_states.fe,
-            run.student_states.paths,
-            None,
-            run.student_states.device,
-        )
+        trainable_states(run.student.model.encoder, run.student_states)
         if trains_encoder(cfg)
         else run.student_states
     )
@@ -312,9 +310,7 @@ def l2s_loss_for(
     student = run.student
     head = head_cls(student.config.d_model, text_model.width, student.model.decoder.embed_tokens)
     student.distilflow_l2s = head.to(device)
-    gen = run.teacher.generation_config
-    eos = int(gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0])
-    return loss_cls(head, text_model, run.texts, eos)
+    return loss_cls(head, text_model, run.texts, eos_of(run.teacher.generation_config))
 
 
 def publish(src: Path, dst: Path) -> None:

@@ -9,25 +9,33 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import StudentConfig, section_hash
 from distilflow.decoding.greedy import evaluate_model, macro_mean
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
-from distilflow.lineage import Lineage, combine_hashes, git_commit
+from distilflow.lineage import Lineage, git_commit
 from distilflow.models.convert import atomic_dir
 from distilflow.models.device import pick_device
 from distilflow.models.dynamic import DYNAMIC, set_audio_context
-from distilflow.models.encoder_cache import EncoderCache, module_hash
 from distilflow.student.build import save_student
-from distilflow.training.data import (
-    load_training_examples,
-)
+from distilflow.training.data import load_training_examples
 from distilflow.training.dynamic import DynamicLoss, DynamicStudentStates
-from distilflow.training.loop import StatesFn, Tracker, Trainer, seed_training
-from distilflow.training.states import EncoderStates, TrainableEncoderStates, build_examples
+from distilflow.training.loop import StatesFn, Tracker, Trainer, TrainState, seed_training
+from distilflow.training.prepare import (
+    RunData,
+    frozen_states,
+    load_frozen_teacher,
+    run_data,
+    student_states,
+)
+from distilflow.training.states import EncoderStates
+
+if TYPE_CHECKING:
+    from distilflow.models.load import LoadedWhisper
 
 
 def make_student_for(cfg: StudentConfig, teacher: Any, cache_dir: Path) -> tuple[Any, list[int]]:
@@ -54,6 +62,20 @@ def run_fingerprint(cfg: StudentConfig, data_hash: str, teacher_id: str) -> str:
     ).hexdigest()[:16]
 
 
+@dataclass
+class StudentRun:
+    """Everything the student's training needs, built by ``prepare``."""
+
+    teacher: LoadedWhisper  # frozen on the device
+    student: Any
+    layer_ids: list[int]  # teacher decoder layers copied ([] for another checkpoint)
+    data: RunData
+    teacher_states: EncoderStates
+    student_states: StatesFn | None  # None: the teacher's encoder, so the teacher's states
+    loss_fn: DynamicLoss | None  # None: the loop's own loss
+    computed: int  # teacher encoder states computed (not found in the cache)
+
+
 def distil(
     cfg: StudentConfig,
     filtered_dir: Path,
@@ -69,124 +91,160 @@ def distil(
     With an ``accelerator`` of several processes (one per rank under torchrun), every rank
     trains; the main one evaluates, saves, writes the report and is the only one to track.
     """
-    from distilflow.models import load_whisper
-    from distilflow.models.device import count_parameters
-
     seed_training(cfg.seed, cfg.deterministic)
     device = accelerator.device if accelerator is not None else pick_device(cfg.device)
     main = accelerator is None or bool(accelerator.is_main_process)
-    loaded = load_whisper(teacher_ref, cache_dir=cache_dir)
-    teacher, processor = loaded.model, loaded.processor
-    teacher.to(device)  # type: ignore[arg-type]
-    teacher.eval()  # type: ignore[no-untyped-call]
-    teacher.requires_grad_(False)
+    run = prepare(cfg, filtered_dir, teacher_ref, cache_dir, device)
+    trainer = make_trainer(cfg, run, device, accelerator, guard)
+    resumed = trainer.try_resume()
+    teacher_wer: dict[str, float] = {}
+    if main:
+        teacher, processor = run.teacher.model, run.teacher.processor
+        dev, max_new = run.data.dev, cfg.eval_max_new_tokens
+        teacher_wer, _ = evaluate_model(
+            teacher, processor, dev, run.teacher_states, max_new, guard=guard
+        )
+    state = trainer.run(tracker)
+    out = Path(cfg.out_dir)
+    if main:
+        publish_model(trainer.best_dir(), out / "model")
+    report = student_report(cfg, teacher_ref, run, state, teacher_wer, resumed)
+    if main:
+        atomic_write_json(out / "report.json", report)
+    return report
+
+
+def prepare(
+    cfg: StudentConfig, filtered_dir: Path, teacher_ref: str, cache_dir: Path, device: Any
+) -> StudentRun:
+    """The frozen teacher, the student made from it, the examples and both encoders' states
+    (the teacher's filled into the cache), in the order that fixes the student's initial
+    weights: the caller has seeded, the teacher loads, then the student is created."""
+    loaded = load_frozen_teacher(teacher_ref, cache_dir, device)
+    teacher = loaded.model
+    student, layer_ids = make_student_on(cfg, teacher, cache_dir, device)
+    df = load_training_examples(filtered_dir, None)
+    if df.empty:
+        raise RuntimeError(f"{filtered_dir}: no filtered clips to train on")
+    data = run_data(df, teacher.generation_config, cfg.dev_fraction)
+    if not data.train:
+        raise ValueError(
+            f"{filtered_dir}: no training clips: all {len(data.dev)} kept clips fell in the dev "
+            f"split (student.dev_fraction={cfg.dev_fraction}); add data or lower the fraction"
+        )
+    fe = loaded.processor.feature_extractor
+    cached = cache_dir if cfg.cache_encoder else None
+    states = frozen_states(teacher.model.encoder, fe, data.paths, cached, device)
+    computed = states.warm(list(data.paths), cfg.progress)
+    own, loss_fn = student_side(cfg, student, teacher, states, data, cached)
+    return StudentRun(loaded, student, layer_ids, data, states, own, loss_fn, computed)
+
+
+def make_student_on(
+    cfg: StudentConfig, teacher: Any, cache_dir: Path, device: Any
+) -> tuple[Any, list[int]]:
+    """The student on ``device``, its encoder trainable or not and set to its audio context."""
     student, layer_ids = make_student_for(cfg, teacher, cache_dir)
     student = student.to(device)
     student.model.encoder.requires_grad_(not cfg.freeze_encoder)
     set_audio_context(student, cfg.audio_context, cfg.context_multiple_s)
     if cfg.audio_context == DYNAMIC:  # sliced, never trained: positions past the clip stay intact
         student.model.encoder.embed_positions.requires_grad_(False)
+    return student, layer_ids
 
-    df = load_training_examples(filtered_dir, None)
-    if df.empty:
-        raise RuntimeError(f"{filtered_dir}: no filtered clips to train on")
-    gen = teacher.generation_config
-    eos = int(gen.eos_token_id if isinstance(gen.eos_token_id, int) else gen.eos_token_id[0])
-    train, dev = build_examples(df, gen, eos, cfg.dev_fraction)
-    if not train:
-        raise ValueError(
-            f"{filtered_dir}: no training clips: all {len(dev)} kept clips fell in the dev split "
-            f"(student.dev_fraction={cfg.dev_fraction}); add data or lower the fraction"
-        )
-    paths = dict(zip(df["hash"], df["audio_path"], strict=True))
-    cache = (
-        EncoderCache(cache_dir / "encoder", module_hash(teacher.model.encoder))
-        if cfg.cache_encoder
-        else None
+
+def student_side(
+    cfg: StudentConfig,
+    student: Any,
+    teacher: Any,
+    states: EncoderStates,
+    data: RunData,
+    cache_dir: Path | None,
+) -> tuple[StatesFn | None, DynamicLoss | None]:
+    """The student's own encoder states (None when its encoder is the teacher's, frozen: the
+    teacher's states serve both) and, for a dynamic context, its loss; a dynamic run's dev
+    clips are ordered by length (length buckets; evaluation keeps the order)."""
+    if cfg.audio_context != DYNAMIC and cfg.freeze_encoder and cfg.init == "teacher":
+        return None, None
+    own = student_states(
+        student.model.encoder,
+        states.fe,
+        data.paths,
+        states.device,
+        context=cfg.audio_context,
+        multiple_s=cfg.context_multiple_s,
+        trainable=not cfg.freeze_encoder,
+        cache_dir=cache_dir,
     )
-    states = EncoderStates(teacher.model.encoder, processor.feature_extractor, paths, cache, device)
-    computed = states.warm(list(paths), cfg.progress)
-    student_states: StatesFn | None = None
-    loss_fn: DynamicLoss | None = None
-    if cfg.audio_context == DYNAMIC:
-        encoder, fe = student.model.encoder, processor.feature_extractor
-        dynamic_states = DynamicStudentStates(encoder, fe, paths, cfg.context_multiple_s, device)
-        student_states, loss_fn = dynamic_states, DynamicLoss(cfg, teacher, states, dynamic_states)
-        lengths = dict(zip(df["hash"], df["duration_s"], strict=True))
-        dev.sort(key=lambda c: float(lengths[c.hash]))  # length buckets (evaluate keeps order)
-    elif not cfg.freeze_encoder:
-        student_states = TrainableEncoderStates(
-            student.model.encoder, processor.feature_extractor, paths, None, device
-        )
-    elif cfg.init != "teacher":
-        own = (
-            EncoderCache(cache_dir / "encoder", module_hash(student.model.encoder))
-            if cache
-            else None
-        )
-        student_states = EncoderStates(
-            student.model.encoder, processor.feature_extractor, paths, own, device
-        )
+    if not isinstance(own, DynamicStudentStates):
+        return own, None
+    loss_fn = DynamicLoss(cfg, teacher, states, own)
+    data.dev.sort(key=lambda c: data.durations[c.hash])
+    return own, loss_fn
 
-    out = Path(cfg.out_dir)
-    data_hash = combine_hashes(df["hash"])
-    fingerprint = run_fingerprint(cfg, data_hash, loaded.fingerprint)
-    trainer = Trainer(
-        student,
-        teacher,
-        processor,
+
+def make_trainer(
+    cfg: StudentConfig, run: StudentRun, device: Any, accelerator: Any | None, guard: LoopGuard
+) -> Trainer:
+    loaded, data = run.teacher, run.data
+    return Trainer(
+        run.student,
+        loaded.model,
+        loaded.processor,
         cfg,
-        train,
-        dev,
-        states,
-        student_states,
-        out,
-        fingerprint,
+        data.train,
+        data.dev,
+        run.teacher_states,
+        run.student_states,
+        Path(cfg.out_dir),
+        run_fingerprint(cfg, data.data_hash, loaded.fingerprint),
         device,
         accelerator,
-        loss_fn=loss_fn,
+        loss_fn=run.loss_fn,
         save_fn=save_student,
         guard=guard,
     )
-    resumed = trainer.try_resume()
-    teacher_wer: dict[str, float] = {}
-    if main:
-        teacher_wer, _ = evaluate_model(
-            teacher, processor, dev, states, cfg.eval_max_new_tokens, guard=guard
-        )
-    state = trainer.run(tracker)
-    if main:
-        publish_model(trainer.best_dir(), out / "model")
-    report = {
+
+
+def student_report(
+    cfg: StudentConfig,
+    teacher_ref: str,
+    run: StudentRun,
+    state: TrainState,
+    teacher_wer: dict[str, float],
+    resumed: bool,
+) -> dict[str, Any]:
+    """What ``report.json`` holds (its key order is part of the output)."""
+    from distilflow.models.device import count_parameters
+
+    loaded, data = run.teacher, run.data
+    return {
         "teacher": {
             "model": teacher_ref,
             "id": loaded.fingerprint,
             "dev_wer": teacher_wer,
             "dev_wer_mean": macro_mean(teacher_wer),
-            "parameters": count_parameters(teacher),
+            "parameters": count_parameters(loaded.model),
         },
         "student": {
-            "decoder_layers_from_teacher": layer_ids,
+            "decoder_layers_from_teacher": run.layer_ids,
             "audio_context": cfg.audio_context,
-            "parameters": count_parameters(student),
+            "parameters": count_parameters(run.student),
             "best_step": state.best_step,
             "dev_wer": state.best_wer,
             "dev_wer_mean": state.best_score,
         },
-        "train_clips": len(train),
-        "dev_clips": len(dev),
-        "train_languages": dict(sorted(Counter(e.language for e in train).items())),
+        "train_clips": len(data.train),
+        "dev_clips": len(data.dev),
+        "train_languages": dict(sorted(Counter(e.language for e in data.train).items())),
         "steps": state.step,
         "resumed": resumed,
-        "encoder_states_computed": computed,
+        "encoder_states_computed": run.computed,
         "history": state.history,
         "lineage": Lineage(
-            git_commit(), section_hash(cfg), data_hash, loaded.fingerprint
+            git_commit(), section_hash(cfg), data.data_hash, loaded.fingerprint
         ).to_dict(),
     }
-    if main:
-        atomic_write_json(out / "report.json", report)
-    return report
 
 
 def publish_model(src: Path, dst: Path) -> None:

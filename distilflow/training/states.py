@@ -28,10 +28,17 @@ def build_examples(
             reference = r.reference if isinstance(r.reference, str) and r.reference else r.text
             dev.append(EvalClip(r.hash, r.language, str(reference)))
             continue
-        prompt = prompt_ids(generation_config, r.language)
-        inputs, labels = decoder_example(list(r.token_ids), prompt, eos)
-        train.append(TrainExample(r.hash, r.language, inputs, labels))
+        train.append(train_example(r.hash, r.language, r.token_ids, generation_config, eos))
     return train, dev
+
+
+def train_example(
+    clip_hash: str, language: str, token_ids: Sequence[int], generation_config: Any, eos: int
+) -> TrainExample:
+    """One training clip: the language's prompt, then the label's tokens and the end token."""
+    prompt = prompt_ids(generation_config, language)
+    inputs, labels = decoder_example(list(token_ids), prompt, eos)
+    return TrainExample(clip_hash, language, inputs, labels)
 
 
 class EncoderStates:

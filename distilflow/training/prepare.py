@@ -1,0 +1,113 @@
+"""What every training run prepares the same way: the frozen teacher, the examples of a label
+table, and the encoder states of the teacher and of the student.
+
+Shared by the student stage, the experts stage and the experts benchmark. Nothing here draws
+random numbers: each caller seeds (``seed_training``) and creates its student where it always
+has, so a run's initial weights do not depend on this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from distilflow.decoding.greedy import EvalClip
+from distilflow.lineage import combine_hashes
+from distilflow.models.dynamic import DYNAMIC
+from distilflow.models.encoder_cache import EncoderCache, module_hash
+from distilflow.training.dynamic import DynamicStudentStates
+from distilflow.training.loop import TrainExample
+from distilflow.training.states import EncoderStates, TrainableEncoderStates, build_examples
+
+if TYPE_CHECKING:
+    from distilflow.models.load import LoadedWhisper
+
+StudentStates = EncoderStates | DynamicStudentStates  # dynamic: on each clip's own length
+
+
+def eos_of(generation_config: Any) -> int:
+    """The end-of-text token id (the first, where the config lists several)."""
+    eos = generation_config.eos_token_id
+    return int(eos if isinstance(eos, int) else eos[0])
+
+
+def load_frozen_teacher(ref: str, cache_dir: Path, device: torch.device) -> LoadedWhisper:
+    """The teacher ``ref`` names, on ``device``, in eval mode, without gradients."""
+    from distilflow.models import load_whisper
+
+    loaded = load_whisper(ref, cache_dir=cache_dir)
+    loaded.model.to(device)  # type: ignore[arg-type]
+    loaded.model.eval()  # type: ignore[no-untyped-call]
+    loaded.model.requires_grad_(False)
+    return loaded
+
+
+@dataclass
+class RunData:
+    """A label table made ready to train on: examples, and each clip's audio and length."""
+
+    train: list[TrainExample]
+    dev: list[EvalClip]
+    paths: dict[str, str]  # clip hash -> audio file, in the table's order
+    durations: dict[str, float]  # clip hash -> seconds, in the table's order
+    data_hash: str  # the table's clips: in the lineage and the resume fingerprint
+
+
+def run_data(df: pd.DataFrame, generation_config: Any, dev_fraction: float) -> RunData:
+    """Train examples and dev clips (split by content hash) of a non-empty label table."""
+    train, dev = build_examples(df, generation_config, eos_of(generation_config), dev_fraction)
+    return RunData(
+        train,
+        dev,
+        dict(zip(df["hash"], df["audio_path"], strict=True)),
+        dict(zip(df["hash"], df["duration_s"].astype(float), strict=True)),
+        combine_hashes(df["hash"]),
+    )
+
+
+def encoder_cache(cache_dir: Path, encoder: Any) -> EncoderCache:
+    """The on-disk states of ``encoder`` (keyed by its weights) under ``cache_dir/encoder``."""
+    return EncoderCache(cache_dir / "encoder", module_hash(encoder))
+
+
+def frozen_states(
+    encoder: Any,
+    feature_extractor: Any,
+    paths: dict[str, str],
+    cache_dir: Path | None,
+    device: torch.device,
+) -> EncoderStates:
+    """A frozen encoder's states, kept in the cache under ``cache_dir`` (None: no cache, each
+    call computes them)."""
+    cache = encoder_cache(cache_dir, encoder) if cache_dir is not None else None
+    return EncoderStates(encoder, feature_extractor, paths, cache, device)
+
+
+def trainable_states(encoder: Any, like: StudentStates) -> TrainableEncoderStates:
+    """``encoder``'s states with gradients, on the clips, features and device of ``like``."""
+    return TrainableEncoderStates(encoder, like.fe, like.paths, None, like.device)
+
+
+def student_states(
+    encoder: Any,
+    feature_extractor: Any,
+    paths: dict[str, str],
+    device: torch.device,
+    *,
+    context: str,
+    multiple_s: float,
+    trainable: bool,
+    cache_dir: Path | None,
+) -> StudentStates:
+    """The student's encoder states: on each clip's own length (rounded up to ``multiple_s``)
+    for a dynamic-context student, else with gradients when its encoder trains, else frozen
+    and cached as ``frozen_states``."""
+    if context == DYNAMIC:  # the encoder reads each batch's own length: nothing to cache
+        return DynamicStudentStates(encoder, feature_extractor, paths, multiple_s, device)
+    if trainable:
+        return TrainableEncoderStates(encoder, feature_extractor, paths, None, device)
+    return frozen_states(encoder, feature_extractor, paths, cache_dir, device)
