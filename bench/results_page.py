@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import provenance
-from distilflow.evaluate.report import figure_png
-
-MODELS = ("teacher", "student", "experts", "finetune", "lora")
-LABELS = {
-    "teacher": "teacher (whisper-base)",
-    "student": "student",
-    "experts": "student + experts",
-    "finetune": "student + fine-tuning",
-    "lora": "student + LoRA",
-}
-ANCHOR_SPEED = 5.8  # Distil-Whisper: distil-large-v2 against large-v2
-ANCHOR_WER_POINTS = 1.0  # Distil-Whisper: within 1% WER out of domain
+from bench.results_plots import (
+    ANCHOR_SPEED,
+    ANCHOR_WER_POINTS,
+    LABELS,
+    MODELS,
+    bars_png,
+    speed_png,
+)
+from distilflow.export.report import ExportSkipped, ExportVerification, read_verification
 
 
 def read_json(path: Path) -> Any:
@@ -103,61 +100,6 @@ def stage_table(stages: list[dict[str, Any]]) -> str:
     total = sum(s["wall_s"] for s in stages)
     rows.append(f"| **all** | **{int(total // 60)} min {int(total % 60):02d} s** | |")
     return "\n".join(rows)
-
-
-def bars_png(wer: dict[str, dict[str, float]], languages: list[str]) -> bytes:
-    """Grouped bars of test WER per language, one bar per model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = [m for m in MODELS if m in wer]
-    width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for i, m in enumerate(models):
-        xs = [g + (i - (len(models) - 1) / 2) * width for g in range(len(languages))]
-        ys = [100 * wer[m].get(lang, float("nan")) for lang in languages]
-        ax.bar(xs, ys, width=width, label=LABELS[m], color=f"C{i}")
-    ax.set_xticks(range(len(languages)))
-    ax.set_xticklabels(languages)
-    ax.set_ylabel("WER % (held-out test split)")
-    ax.set_title("WER per language, clips no training step saw")
-    ax.legend(fontsize="small", ncol=2)
-    return figure_png(fig)
-
-
-def speed_png(speed: dict[str, Any], metrics: dict[str, Any]) -> bytes:
-    """Speed against the teacher (left) and the WER each model pays for it (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    e2e = speed["end_to_end"]["speedup_vs_teacher"]
-    names = ["student\nend to end", "student\nper step", "speculative", "paper\n(large-v2)"]
-    values = [
-        e2e["student"],
-        speed["per_step"]["decoder_speedup"],
-        e2e["speculative"],
-        ANCHOR_SPEED,
-    ]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax.bar(names, values, color=["C1", "C1", "C2", "0.7"])
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_ylabel("speed-up against the teacher")
-    ax.set_title("Speed (batch 1, CPU)")
-    for name, m in metrics["models"].items():
-        color = f"C{MODELS.index(name)}" if name in MODELS else "k"
-        ax2.scatter([m["rtf"]], [100 * m["wer_mean"]], s=40, color=color)
-        ax2.annotate(
-            name, (m["rtf"], 100 * m["wer_mean"]), xytext=(5, 4), textcoords="offset points"
-        )
-    ax2.set_xlabel("real-time factor (lower is faster)")
-    ax2.set_ylabel("mean WER % (dev + test)")
-    ax2.set_title("Speed against WER")
-    ax2.margins(0.3)
-    return figure_png(fig)
 
 
 def anchors(wer: dict[str, dict[str, float]], speed: dict[str, Any], langs: list[str]) -> str:
@@ -253,7 +195,8 @@ def write_page(work: Path, corpus: Path, docs: Path) -> str:
     split = read_json(work / "split.json") or {}
     decision = read_json(data / "registry" / "decision.json")
     student = read_json(data / "student" / "report.json") or {}
-    export = read_json(data / "export" / "verification.json")
+    export_file = data / "export" / "verification.json"
+    export = read_verification(export_file) if export_file.exists() else None
     wer = held_out_wer(metrics, baselines)
     langs = sorted(wer["teacher"])
     prov = provenance("bench.results")
@@ -304,12 +247,28 @@ def budgets() -> str:
 def render(
     f: dict[str, Any], metrics: dict[str, Any], student: dict[str, Any], export: Any, corpus: Path
 ) -> str:
-    wer, speed, lab, prov = f["test_wer"], f["speed"], f["labelling"], f["provenance"]
+    """The whole page: each section from its own function."""
+    wer, speed = f["test_wer"], f["speed"]
     langs = sorted(wer["teacher"])
+    out = intro_section(f, metrics, corpus, langs)
+    if speed:
+        out += speed_section(speed, metrics)
+    if f["labelling"]:
+        out += labelling_section(f["labelling"])
+    out += run_section(f, student, export)
+    out += closing_section(f["provenance"], wer, speed, langs)
+    return "\n".join(out)
+
+
+def intro_section(
+    f: dict[str, Any], metrics: dict[str, Any], corpus: Path, langs: list[str]
+) -> list[str]:
+    """Provenance, the corpus and its held-out split, the WER and hallucination tables."""
+    wer, prov = f["test_wer"], f["provenance"]
     test_clips = {
         lang: int(m["clips"]) for lang, m in metrics["sets"]["test"]["teacher"]["languages"].items()
     }
-    out = [
+    return [
         "# Results: the whole pipeline on real speech with real whisper-base",
         "",
         f"Generated by `{prov['command']}` on {prov['date']} ({prov['machine']}). Every figure "
@@ -341,79 +300,95 @@ def render(
         hallucination_table(metrics, f["baselines"]),
         "",
     ]
-    if speed:
-        e2e = speed["end_to_end"]
-        ps = speed["per_step"]
-        out += [
-            "## Size and speed",
-            "",
-            "![Speed](results/speed.png)",
-            "",
-            f"Parameters: teacher {speed['parameters']['teacher']:,}, student "
-            f"{speed['parameters']['student']:,} (**{speed['parameters']['ratio']:.2f}x**, "
-            f"{100 * (1 - speed['parameters']['ratio']):.0f}% fewer). With one language's experts: "
-            f"{metrics['models'].get('experts', {}).get('parameters', 0):,}.",
-            "",
-            f"Side by side in one process on {speed['clips']} test clips (fp32, batch 1, greedy, "
-            "language forced):",
-            "",
-            "| | teacher | student | speculative (student drafts, teacher verifies) |",
-            "| --- | --- | --- | --- |",
-            "| seconds a clip, end to end | "
-            + " | ".join(
-                f"{e2e['seconds_per_clip'][k]:.3f}" for k in ("teacher", "student", "speculative")
-            )
-            + " |",
-            "| speed-up against the teacher | "
-            + " | ".join(
-                f"{e2e['speedup_vs_teacher'][k]:.2f}x"
-                for k in ("teacher", "student", "speculative")
-            )
-            + " |",
-            "",
-            f"Speculative decoding gave exactly the teacher's tokens on "
-            f"**{100 * e2e['speculative_identical_share']:.0f}%** of the clips. "
-            f"Per decoding step (KV cache, exactly the teacher's tokens for both, {ps['tokens']} "
-            f"tokens): teacher {ps['teacher_decoder_ms_per_token']} ms, student "
-            f"{ps['student_decoder_ms_per_token']} ms a token (**{ps['decoder_speedup']:.2f}x**); "
-            f"the shared encoder costs {ps['encoder_s_per_clip']:.3f} s a clip for both. "
-            "End-to-end times include each model's own transcript length: a student that loops "
-            "decodes more tokens.",
-            "",
-            "From the evaluation stage (every test and dev clip; decode time per second of "
-            "audio, generated tokens per second, peak memory of a fresh process transcribing "
-            "one clip):",
-            "",
-            "| model | parameters | real-time factor | tokens/s | peak memory |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for name in (n for n in MODELS if n in metrics["models"]):
-            m = metrics["models"][name]
-            out.append(
-                f"| {LABELS.get(name, name)} | {m['parameters']:,} | {m['rtf']:.3f} | "
-                f"{m['tokens_per_s']:.1f} | {m['peak_memory_mb']:.0f} MiB |"
-            )
-        out.append("")
-    if lab:
-        cps, up = lab["clips_per_s"], lab["speedup_vs_baseline"]
-        out += [
-            "## Labelling throughput",
-            "",
-            f"The label stage against transformers' ASR `pipeline` (one clip at a time), the same "
-            f"{lab['clips']} clips and teacher, one after the other in one process:",
-            "",
-            "| run | clips/s | against the baseline |",
-            "| --- | --- | --- |",
-            f"| baseline: transformers ASR pipeline | {cps['baseline_pipeline']:.2f} | 1.00x |",
-            f"| label stage, transformers backend (length-sorted batches of 8) | "
-            f"{cps['stage_transformers']:.2f} | **{up['stage_transformers']:.2f}x** |",
-            f"| label stage, CTranslate2 backend | {cps['stage_ctranslate2']:.2f} | "
-            f"**{up['stage_ctranslate2']:.2f}x** |",
-            "",
-            f"CTranslate2 and transformers labels identical on "
-            f"{100 * lab['identical_text_share_ct2_vs_transformers']:.0f}% of the clips.",
-            "",
-        ]
+
+
+def speed_section(speed: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Parameters, the side-by-side speed run, the evaluation's speed and memory."""
+    out: list[str] = []
+    e2e = speed["end_to_end"]
+    ps = speed["per_step"]
+    out += [
+        "## Size and speed",
+        "",
+        "![Speed](results/speed.png)",
+        "",
+        f"Parameters: teacher {speed['parameters']['teacher']:,}, student "
+        f"{speed['parameters']['student']:,} (**{speed['parameters']['ratio']:.2f}x**, "
+        f"{100 * (1 - speed['parameters']['ratio']):.0f}% fewer). With one language's experts: "
+        f"{metrics['models'].get('experts', {}).get('parameters', 0):,}.",
+        "",
+        f"Side by side in one process on {speed['clips']} test clips (fp32, batch 1, greedy, "
+        "language forced):",
+        "",
+        "| | teacher | student | speculative (student drafts, teacher verifies) |",
+        "| --- | --- | --- | --- |",
+        "| seconds a clip, end to end | "
+        + " | ".join(
+            f"{e2e['seconds_per_clip'][k]:.3f}" for k in ("teacher", "student", "speculative")
+        )
+        + " |",
+        "| speed-up against the teacher | "
+        + " | ".join(
+            f"{e2e['speedup_vs_teacher'][k]:.2f}x" for k in ("teacher", "student", "speculative")
+        )
+        + " |",
+        "",
+        f"Speculative decoding gave exactly the teacher's tokens on "
+        f"**{100 * e2e['speculative_identical_share']:.0f}%** of the clips. "
+        f"Per decoding step (KV cache, exactly the teacher's tokens for both, {ps['tokens']} "
+        f"tokens): teacher {ps['teacher_decoder_ms_per_token']} ms, student "
+        f"{ps['student_decoder_ms_per_token']} ms a token (**{ps['decoder_speedup']:.2f}x**); "
+        f"the shared encoder costs {ps['encoder_s_per_clip']:.3f} s a clip for both. "
+        "End-to-end times include each model's own transcript length: a student that loops "
+        "decodes more tokens.",
+        "",
+        "From the evaluation stage (every test and dev clip; decode time per second of "
+        "audio, generated tokens per second, peak memory of a fresh process transcribing "
+        "one clip):",
+        "",
+        "| model | parameters | real-time factor | tokens/s | peak memory |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in (n for n in MODELS if n in metrics["models"]):
+        m = metrics["models"][name]
+        out.append(
+            f"| {LABELS.get(name, name)} | {m['parameters']:,} | {m['rtf']:.3f} | "
+            f"{m['tokens_per_s']:.1f} | {m['peak_memory_mb']:.0f} MiB |"
+        )
+    out.append("")
+    return out
+
+
+def labelling_section(lab: dict[str, Any]) -> list[str]:
+    """The label stage's throughput against transformers' ASR pipeline."""
+    out: list[str] = []
+    cps, up = lab["clips_per_s"], lab["speedup_vs_baseline"]
+    out += [
+        "## Labelling throughput",
+        "",
+        f"The label stage against transformers' ASR `pipeline` (one clip at a time), the same "
+        f"{lab['clips']} clips and teacher, one after the other in one process:",
+        "",
+        "| run | clips/s | against the baseline |",
+        "| --- | --- | --- |",
+        f"| baseline: transformers ASR pipeline | {cps['baseline_pipeline']:.2f} | 1.00x |",
+        f"| label stage, transformers backend (length-sorted batches of 8) | "
+        f"{cps['stage_transformers']:.2f} | **{up['stage_transformers']:.2f}x** |",
+        f"| label stage, CTranslate2 backend | {cps['stage_ctranslate2']:.2f} | "
+        f"**{up['stage_ctranslate2']:.2f}x** |",
+        "",
+        f"CTranslate2 and transformers labels identical on "
+        f"{100 * lab['identical_text_share_ct2_vs_transformers']:.0f}% of the clips.",
+        "",
+    ]
+    return out
+
+
+def run_section(
+    f: dict[str, Any], student: dict[str, Any], export: ExportVerification | ExportSkipped | None
+) -> list[str]:
+    """The stages' times, the registry's decision, the export's verification."""
+    out: list[str] = []
     dec = f["decision"] or {}
     verdict = dec.get("decision") or {}
     out += [
@@ -433,15 +408,21 @@ def render(
         f"`{dec.get('model_name', '?')}`, aliases {dec.get('aliases', [])}, gate "
         f"**{verdict.get('verdict', '?')}**: {'; '.join(verdict.get('reasons', []))}.",
     ]
-    if export:
+    if isinstance(export, ExportVerification):  # not for a skipped (dynamic-context) export
         out.append(
-            f"Export (CTranslate2 int8) against the torch student on {export['clips']} dev clips: "
-            f"{100 * export['identical_tokens_share']:.0f}% identical tokens, WER against torch "
-            f"{export['wer_vs_torch']:.3f} ({export['wer_vs_torch_settled']:.3f} without the "
-            f"{export.get('torch_loop_clips', export.get('torch_budget_clips'))} clips where "
-            "torch looped)."
+            f"Export (CTranslate2 int8) against the torch student on {export.clips} dev clips: "
+            f"{100 * export.identical_tokens_share:.0f}% identical tokens, WER against torch "
+            f"{export.wer_vs_torch:.3f} ({export.wer_vs_torch_settled:.3f} without the "
+            f"{export.torch_loop_clips} clips where torch looped)."
         )
-    out += [
+    return out
+
+
+def closing_section(
+    prov: dict[str, Any], wer: dict[str, dict[str, float]], speed: Any, langs: list[str]
+) -> list[str]:
+    """The published anchors, why we miss them, how to reproduce the page."""
+    return [
         "",
         "## Against the published anchors",
         "",
@@ -467,4 +448,3 @@ def render(
         "speed figures move with the machine's load.",
         "",
     ]
-    return "\n".join(out)

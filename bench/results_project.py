@@ -29,7 +29,7 @@ TRAIN, TEST = "train", "test"
 # a quiet 2-core CPU in about an hour; each is a figure of the page, written beside it.
 OVERRIDES: dict[str, dict[str, Any]] = {
     "ingest": {"progress": False},
-    "teacher": {"progress": False},
+    "label": {"progress": False},
     "student": {
         "max_steps": 300, "batch_size": 8, "lr": 3.0e-4, "warmup_steps": 30,
         "eval_every": 100, "save_every": 25, "progress": False,

@@ -14,11 +14,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from distilflow.config import load_params
+from distilflow.export.report import ExportVerification
 from tasks.export import export_student, skip_dynamic_export, verify_student_export
 
 
-def report_markdown(info: dict[str, Any], verification: dict[str, Any]) -> str:
-    fw = verification["faster_whisper"]
+def report_markdown(info: dict[str, Any], verification: ExportVerification) -> str:
+    v = verification
+    fw = {k: x for k, x in v.faster_whisper.to_dict().items() if k != "texts"}
     return "\n".join(
         [
             f"Export: {info['quantization']}, language {info['language']}, "
@@ -27,13 +29,11 @@ def report_markdown(info: dict[str, Any], verification: dict[str, Any]) -> str:
             "| clips | identical tokens | identical text | token agreement | WER vs torch "
             "| WER vs torch, no loops | export-only loops |",
             "| --- | --- | --- | --- | --- | --- | --- |",
-            f"| {verification['clips']} | {verification['identical_tokens_share']:.3f} "
-            f"| {verification['exact_text_share']:.3f} "
-            f"| {verification['mean_token_agreement']:.3f} | {verification['wer_vs_torch']:.4f} "
-            f"| {verification['wer_vs_torch_settled']:.4f} "
-            f"| {verification['export_loop_clips']} |",
+            f"| {v.clips} | {v.identical_tokens_share:.3f} | {v.exact_text_share:.3f} "
+            f"| {v.mean_token_agreement:.3f} | {v.wer_vs_torch:.4f} "
+            f"| {v.wer_vs_torch_settled:.4f} | {v.export_loop_clips} |",
             "",
-            f"faster-whisper: {json.dumps({k: v for k, v in fw.items() if k != 'texts'})}",
+            f"faster-whisper: {json.dumps(fw)}",
         ]
     )
 
@@ -48,11 +48,11 @@ def export_flow(params_path: str = "params.yaml", language: str | None = None) -
         )
     skipped = skip_dynamic_export(params)
     if skipped is not None:
-        return {"export": None, "verification": skipped}
+        return {"export": None, "verification": skipped.to_dict()}
     info = export_student(params)
     verification = verify_student_export(params)
     create_markdown_artifact(report_markdown(info, verification), key="export-report")
-    return {"export": info, "verification": verification}
+    return {"export": info, "verification": verification.to_dict()}
 
 
 def main() -> None:

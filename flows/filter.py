@@ -13,19 +13,18 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from distilflow.config import load_params
+from distilflow.filter.report import FilterReport
 from tasks.filter import filter_labels
 
 
-def report_markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: FilterReport) -> str:
     lines = [
         "| language | input | kept | dropped | mean WER/CER |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for lang, row in report["by_language"].items():
-        dropped = ", ".join(f"{k}: {v}" for k, v in row["dropped"].items()) or "0"
-        lines.append(
-            f"| {lang} | {row['input']} | {row['kept']} | {dropped} | {row['mean_error']} |"
-        )
+    for lang, row in report.by_language.items():
+        dropped = ", ".join(f"{k}: {v}" for k, v in row.dropped.items()) or "0"
+        lines.append(f"| {lang} | {row.input} | {row.kept} | {dropped} | {row.mean_error} |")
     return "\n".join(lines)
 
 
@@ -36,14 +35,14 @@ def filter_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     languages = (*params.experts.languages, *params.evaluate.languages)
     report = filter_labels(params.filter, params.label.out_dir, tuple(dict.fromkeys(languages)))
     create_markdown_artifact(report_markdown(report), key="filter-report")
-    return report
+    return report.to_dict()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    report = filter_flow(parser.parse_args().params)
-    print(json.dumps({k: report[k] for k in ("input", "kept", "dropped")}))
+    report = FilterReport.from_dict(filter_flow(parser.parse_args().params))
+    print(json.dumps({"input": report.input, "kept": report.kept, "dropped": report.dropped}))
 
 
 if __name__ == "__main__":

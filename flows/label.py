@@ -13,31 +13,38 @@ import json
 from typing import Any
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from distilflow.config import load_params
+from distilflow.label.report import LabelReport
 from tasks._env import cache_dir_of
 from tasks.label import collect_labels, label_shard, plan_shards
+from tasks.runners import one_worker
 
 
-@flow(name="pseudo-label", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="label", log_prints=True, task_runner=one_worker())
 def label_flow(params_path: str = "params.yaml") -> dict[str, Any]:
-    """Label new clips, then write the per-language label files."""
+    """Label new clips, then write the per-language label files; the report as a plain dict,
+    with ``labelled_this_run`` (clips the teacher labelled in this run, not in the file)."""
     params = load_params(params_path)
     cfg, cache_dir = params.label, cache_dir_of(params.paths.cache_dir)
     planned = plan_shards(cfg, params.ingest.out_dir, cache_dir)
     done = label_shard.map(cfg, planned, cache_dir, list(range(len(planned))))
     labelled = sum(done.result())
     report = collect_labels(cfg, params.ingest.out_dir, cache_dir)
-    report["labelled_this_run"] = labelled
-    return report
+    return report.to_dict() | {"labelled_this_run": labelled}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    report = label_flow(parser.parse_args().params)
-    print(json.dumps({k: report[k] for k in ("clips", "labelled", "labelled_this_run")}))
+    result = label_flow(parser.parse_args().params)
+    report = LabelReport.from_dict(result)
+    this_run = result["labelled_this_run"]
+    print(
+        json.dumps(
+            {"clips": report.clips, "labelled": report.labelled, "labelled_this_run": this_run}
+        )
+    )
 
 
 if __name__ == "__main__":

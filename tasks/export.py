@@ -11,9 +11,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from distilflow.atomic import atomic_write_json
 from distilflow.config import Params, section_hash
 from distilflow.export.convert import WhisperPair, export_ct2, read_export_info
+from distilflow.export.report import (
+    ExportSkipped,
+    ExportVerification,
+    FasterWhisperCheck,
+    FasterWhisperMissing,
+)
 from distilflow.export.verify import VerifyClip, dev_verify_clips, faster_whisper_transcribe
 from distilflow.export.verify import verify_export as compare_with_torch
 from distilflow.lineage import git_commit
@@ -45,7 +50,7 @@ def exported_model(params: Params) -> WhisperPair:
 
 
 @task(name="skip-dynamic-export", cache_policy=NO_CACHE)
-def skip_dynamic_export(params: Params) -> dict[str, Any] | None:
+def skip_dynamic_export(params: Params) -> ExportSkipped | None:
     """None for a padded student. A dynamic-context student has no CTranslate2 export (its
     Whisper always reads a 30 s window): the stage records why in ``verification.json``, removes
     an earlier export of another student, and the pipeline goes on (serve it with transformers)."""
@@ -53,16 +58,16 @@ def skip_dynamic_export(params: Params) -> dict[str, Any] | None:
     if kind != DYNAMIC:
         return None
     shutil.rmtree(export_dir(params), ignore_errors=True)
-    result = {
-        "skipped": "a dynamic-context student is not exported: CTranslate2 and faster-whisper "
+    result = ExportSkipped(
+        skipped="a dynamic-context student is not exported: CTranslate2 and faster-whisper "
         "feed its encoder a padded 30 s window, on which it was not trained; serve it with "
-        "transformers (distilflow.register.registry.load_registered)",
-        "audio_context": kind,
-        "context_multiple_s": multiple,
-        "student_fingerprint": transformers_dir_fingerprint(student_dir(params)),
-    }
-    atomic_write_json(Path(params.export.out_dir) / VERIFICATION_FILE, result)
-    print(f"export: skipped ({result['skipped']})")
+        "transformers (distilflow.register.download.load_registered)",
+        audio_context=kind,
+        context_multiple_s=multiple,
+        student_fingerprint=transformers_dir_fingerprint(student_dir(params)),
+    )
+    result.write(Path(params.export.out_dir) / VERIFICATION_FILE)
+    print(f"export: skipped ({result.skipped})")
     return result
 
 
@@ -91,27 +96,29 @@ def export_student(params: Params) -> dict[str, Any]:
     return info
 
 
-def faster_whisper_check(ct2_dir: Path, clips: list[VerifyClip], ct2_texts: list[str]) -> Any:
+def faster_whisper_check(
+    ct2_dir: Path, clips: list[VerifyClip], ct2_texts: list[str]
+) -> FasterWhisperCheck | FasterWhisperMissing:
     """faster-whisper's transcripts of the clips (its own front end) against the export's."""
     try:
         texts = faster_whisper_transcribe(ct2_dir, clips)
     except ImportError as exc:
-        return {"installed": False, "error": str(exc)}
+        return FasterWhisperMissing(installed=False, error=str(exc))
     pairs = list(zip(texts, ct2_texts, strict=True))
     same = sum(a == b for a, b in pairs)
     same_words = sum(normalize(a, "basic") == normalize(b, "basic") for a, b in pairs)
     n = max(len(pairs), 1)
-    return {
-        "installed": True,
-        "clips": len(texts),
-        "same_text_as_ctranslate2_share": same / n,
-        "same_normalised_text_as_ctranslate2_share": same_words / n,
-        "texts": texts,
-    }
+    return FasterWhisperCheck(
+        installed=True,
+        clips=len(texts),
+        same_text_as_ctranslate2_share=same / n,
+        same_normalised_text_as_ctranslate2_share=same_words / n,
+        texts=texts,
+    )
 
 
 @task(name="verify-export", cache_policy=NO_CACHE)
-def verify_student_export(params: Params) -> dict[str, Any]:
+def verify_student_export(params: Params) -> ExportVerification:
     """Decode dev clips with the export and the torch model; fail above the WER bound."""
     cfg = params.export
     model, processor = exported_model(params)
@@ -119,23 +126,22 @@ def verify_student_export(params: Params) -> dict[str, Any]:
         Path(params.filter.out_dir), params.student.dev_fraction, cfg.language, cfg.verify_clips
     )
     report = compare_with_torch(export_dir(params), model, processor, clips, cfg.max_new_tokens)
-    result = report.to_dict() | {"language": cfg.language, "quantization": cfg.quantization}
     ct2_texts = [c.ct2_text for c in report.comparisons]
-    result["faster_whisper"] = faster_whisper_check(export_dir(params), clips, ct2_texts)
-    atomic_write_json(Path(cfg.out_dir) / VERIFICATION_FILE, result)
-    summary = report.summary()
-    print(f"export verification: {summary}")
+    fw = faster_whisper_check(export_dir(params), clips, ct2_texts)
+    result = ExportVerification.of(report, cfg.language, cfg.quantization, fw)
+    result.write(Path(cfg.out_dir) / VERIFICATION_FILE)
+    print(f"export verification: {report.summary()}")
     where = f"see {cfg.out_dir}/{VERIFICATION_FILE}"
-    if summary["wer_vs_torch_settled"] > cfg.max_wer_vs_torch:
+    if result.wer_vs_torch_settled > cfg.max_wer_vs_torch:
         raise RuntimeError(
-            f"export WER against the torch model {summary['wer_vs_torch_settled']:.3f} exceeds "
+            f"export WER against the torch model {result.wer_vs_torch_settled:.3f} exceeds "
             f"export.max_wer_vs_torch {cfg.max_wer_vs_torch}; {where}"
         )
-    if summary["export_loop_share"] > cfg.max_loop_share:
+    if result.export_loop_share > cfg.max_loop_share:
         raise RuntimeError(
-            f"the export looped on {summary['export_loop_clips']} of {summary['clips']} clips "
+            f"the export looped on {result.export_loop_clips} of {result.clips} clips "
             f"where the torch model did not "
-            f"({summary['export_loop_share']:.3f} > export.max_loop_share {cfg.max_loop_share}); "
+            f"({result.export_loop_share:.3f} > export.max_loop_share {cfg.max_loop_share}); "
             f"{where}"
         )
     return result

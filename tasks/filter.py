@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distilflow.config import FilterConfig
+from distilflow.filter.report import FilterReport
 from distilflow.filter.stage import run_filter
 
 
 @task(name="filter-labels", cache_policy=NO_CACHE)
 def filter_labels(
     cfg: FilterConfig, labels_dir: str, languages: tuple[str, ...] = ()
-) -> dict[str, Any]:
+) -> FilterReport:
     """Keep or drop every pseudo-label, persisting each decision with its reason."""
     report = run_filter(Path(labels_dir), cfg, languages)
-    print(f"filter: {report['input']} labels = {report['kept']} kept + {report['dropped']} dropped")
+    print(f"filter: {report.input} labels = {report.kept} kept + {report.dropped} dropped")
     return report

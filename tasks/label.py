@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -12,6 +11,7 @@ from tqdm import tqdm
 
 from distilflow.config import LabelConfig
 from distilflow.label.cache import LabelCache
+from distilflow.label.report import LabelReport
 from distilflow.label.stage import load_clips, make_labeller, shards, write_labels
 from distilflow.label.teacher import Clip, Labeller, label_clips
 
@@ -53,7 +53,7 @@ def label_shard(cfg: LabelConfig, clips: list[Clip], cache_dir: Path, index: int
 
 
 @task(name="write-labels", cache_policy=NO_CACHE)
-def collect_labels(cfg: LabelConfig, ingest_root: str, cache_dir: Path) -> dict[str, Any]:
+def collect_labels(cfg: LabelConfig, ingest_root: str, cache_dir: Path) -> LabelReport:
     """Per-language label files and the report, from the cache."""
     labeller = labeller_for(cfg, cache_dir)
     return write_labels(Path(ingest_root), cache_for(cfg, labeller), cfg, labeller.teacher_id)

@@ -115,7 +115,7 @@ def _check_source(src: Path) -> None:
             f"{src}: a dynamic-context student cannot be exported to CTranslate2: its Whisper "
             "encoder (and faster-whisper) always reads a full 30 s window, on which this student "
             "was not trained. Export a student with student.audio_context: padded, or serve this "
-            "one with transformers (distilflow.register.registry.load_registered)."
+            "one with transformers (distilflow.register.download.load_registered)."
         )
     if not any(src.glob("*.safetensors")):
         raise FileNotFoundError(f"{src}: no safetensors weights (pickled weights are refused)")

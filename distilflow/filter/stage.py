@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from distilflow.atomic import atomic_write_bytes, atomic_write_json
+from distilflow.atomic import atomic_write_bytes
 from distilflow.config import FilterConfig, section_hash
+from distilflow.filter.report import FilterReport, LanguageFilter
 from distilflow.filter.rule import KEEP, FilterRule, decide, rule_for
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.manifest import read_language_tables, write_language_tables, write_parquet
@@ -91,9 +91,7 @@ def wer_plot(decisions: pd.DataFrame, path: Path, thresholds: dict[str, float]) 
     atomic_write_bytes(path, buf.getvalue())
 
 
-def run_filter(
-    labels_dir: Path, cfg: FilterConfig, languages: Iterable[str] = ()
-) -> dict[str, Any]:
+def run_filter(labels_dir: Path, cfg: FilterConfig, languages: Iterable[str] = ()) -> FilterReport:
     """Filter every label of ``labels_dir``; write the outputs and return the report."""
     out = Path(cfg.out_dir)
     # the label stage's labels/<lang>.parquet (read here without importing the teacher's torch)
@@ -113,7 +111,7 @@ def run_filter(
     write_language_tables(out / "manifests", kept, out, tables, lineage)
     wer_plot(decisions, out / "wer.png", cfg.max_error)
     report = summarise(decisions, lineage)
-    atomic_write_json(out / "report.json", report)
+    report.write(out / "report.json")
     return report
 
 
@@ -122,23 +120,23 @@ def _mean(values: pd.Series) -> float | None:
     return round(float(present.mean()), 4) if len(present) else None
 
 
-def summarise(decisions: pd.DataFrame, lineage: Lineage) -> dict[str, Any]:
+def summarise(decisions: pd.DataFrame, lineage: Lineage) -> FilterReport:
     """Kept and dropped per language and reason; input == kept + dropped."""
-    by_language: dict[str, Any] = {}
+    by_language: dict[str, LanguageFilter] = {}
     for lang, part in decisions.groupby("language", sort=True):
         counts = part["status"].value_counts()
-        by_language[str(lang)] = {
-            "input": len(part),
-            "kept": int(counts.get(KEEP, 0)),
-            "dropped": {str(k): int(v) for k, v in sorted(counts.items()) if k != KEEP},
-            "mean_error": _mean(part["error"]),
-            "mean_error_kept": _mean(part.loc[part["status"] == KEEP, "error"]),
-        }
-    kept = sum(v["kept"] for v in by_language.values())
-    return {
-        "input": len(decisions),
-        "kept": kept,
-        "dropped": len(decisions) - kept,
-        "by_language": by_language,
-        "lineage": lineage.to_dict(),
-    }
+        by_language[str(lang)] = LanguageFilter(
+            input=len(part),
+            kept=int(counts.get(KEEP, 0)),
+            dropped={str(k): int(v) for k, v in sorted(counts.items()) if k != KEEP},
+            mean_error=_mean(part["error"]),
+            mean_error_kept=_mean(part.loc[part["status"] == KEEP, "error"]),
+        )
+    kept = sum(v.kept for v in by_language.values())
+    return FilterReport(
+        input=len(decisions),
+        kept=kept,
+        dropped=len(decisions) - kept,
+        by_language=by_language,
+        lineage=lineage,
+    )

@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from distilflow import audio
-from distilflow.atomic import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from distilflow.atomic import atomic_write_bytes, atomic_write_jsonl
 from distilflow.config import IngestConfig, section_hash
+from distilflow.ingest.report import IngestReport, LanguageIngest
 from distilflow.languages import normalize_language
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.manifest import ManifestRow, table_bytes, write_manifests
@@ -110,7 +111,7 @@ class Outcome:
 class IngestResult:
     """Summary of one ingestion run."""
 
-    report: dict[str, Any]
+    report: IngestReport
     kept: int
     quarantined: int
     decoded: int  # items decoded this run (0 when nothing changed)
@@ -269,7 +270,7 @@ def process_items(
         yield outcome, found is None, copy
 
 
-def build_report(outcomes: list[Outcome], lineage: Lineage) -> dict[str, Any]:
+def build_report(outcomes: list[Outcome], lineage: Lineage) -> IngestReport:
     """Counts per language and reason; input == kept + quarantined by construction."""
     per_lang: dict[str, Counter[str]] = {}
     seconds: dict[str, float] = {}
@@ -281,23 +282,23 @@ def build_report(outcomes: list[Outcome], lineage: Lineage) -> dict[str, Any]:
     kept = sum(c[KEPT] for c in per_lang.values())
     reasons = Counter(o.status for o in outcomes if o.status != KEPT)
     by_language = {
-        lang: {
-            "kept": c[KEPT],
-            "quarantined": {r: n for r, n in sorted(c.items()) if r != KEPT},
-            "hours_kept": round(seconds.get(lang, 0.0) / 3600, 4),
-        }
+        lang: LanguageIngest(
+            kept=c[KEPT],
+            quarantined={r: n for r, n in sorted(c.items()) if r != KEPT},
+            hours_kept=round(seconds.get(lang, 0.0) / 3600, 4),
+        )
         for lang, c in sorted(per_lang.items())
     }
     quarantined = sum(reasons.values())
     assert len(outcomes) == kept + quarantined
-    return {
-        "input": len(outcomes),
-        "kept": kept,
-        "quarantined": quarantined,
-        "by_reason": dict(sorted(reasons.items())),
-        "by_language": by_language,
-        "lineage": lineage.to_dict(),
-    }
+    return IngestReport(
+        input=len(outcomes),
+        kept=kept,
+        quarantined=quarantined,
+        by_reason=dict(sorted(reasons.items())),
+        by_language=by_language,
+        lineage=lineage,
+    )
 
 
 def ingest(items: Iterable[SourceItem], cfg: IngestConfig) -> IngestResult:
@@ -348,5 +349,5 @@ def ingest(items: Iterable[SourceItem], cfg: IngestConfig) -> IngestResult:
     ]
     changed |= atomic_write_jsonl(root / "quarantine" / "quarantine.jsonl", quarantine)
     report = build_report(final, lineage)
-    changed |= atomic_write_json(root / "report.json", report)
+    changed |= report.write(root / "report.json")
     return IngestResult(report, len(kept), len(quarantine), decoded, changed)

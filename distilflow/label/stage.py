@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from distilflow.atomic import atomic_write_json
 from distilflow.config import LabelConfig, section_hash
 from distilflow.label.cache import LabelCache
+from distilflow.label.report import LabelReport, TeacherInfo
 from distilflow.label.teacher import Clip, GenerationSettings, Labeller, TransformersLabeller
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.manifest import read_manifest, write_language_tables
@@ -67,7 +66,7 @@ def make_labeller(cfg: LabelConfig, cache_dir: Path | None) -> Labeller:
 
 def write_labels(
     ingest_root: Path, cache: LabelCache, cfg: LabelConfig, teacher_id: str
-) -> dict[str, Any]:
+) -> LabelReport:
     """Join the manifests with the cached labels into ``labels/<lang>.parquet``; the report."""
     out = Path(cfg.out_dir)
     manifest = read_manifest(ingest_root)
@@ -78,13 +77,13 @@ def write_labels(
     merged = human.merge(records, on="hash", how="inner")  # text = the teacher's label
     lineage = Lineage(git_commit(), section_hash(cfg), combine_hashes(merged["hash"]), teacher_id)
     counts = write_language_tables(out / "labels", merged, out, merged["language"], lineage)
-    report = {
-        "clips": len(manifest),
-        "labelled": len(merged),
-        "by_language": counts,
-        "language_detected": dict(Counter(merged.loc[merged["language_detected"], "language"])),
-        "teacher": {"model": cfg.model, "id": teacher_id, "backend": cfg.backend},
-        "lineage": lineage.to_dict(),
-    }
-    atomic_write_json(out / "report.json", report)
+    report = LabelReport(
+        clips=len(manifest),
+        labelled=len(merged),
+        by_language=counts,
+        language_detected=dict(Counter(merged.loc[merged["language_detected"], "language"])),
+        teacher=TeacherInfo(model=cfg.model, id=teacher_id, backend=cfg.backend),
+        lineage=lineage,
+    )
+    report.write(out / "report.json")
     return report

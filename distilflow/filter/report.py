@@ -1,0 +1,68 @@
+"""The filter stage's ``report.json``: written by the stage, read by the flow (one module for both).
+
+Fields are declared in the order the report has always had; the file is written by
+``atomic_write_json`` (key-sorted, indented), so a report reads back equal and rewrites
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distilflow.atomic import atomic_write_json
+from distilflow.lineage import Lineage
+
+
+@dataclass(frozen=True)
+class LanguageFilter:
+    """One language's decisions."""
+
+    input: int  # labels of this language
+    kept: int  # of them, labels kept (in manifests/<lang>.parquet)
+    dropped: dict[str, int]  # drop reason (the decision's status) -> labels, sorted by reason
+    mean_error: float | None  # mean WER/CER against the reference (4 decimals); None: no reference
+    mean_error_kept: float | None  # the same over the kept labels only; None when none has one
+
+
+@dataclass(frozen=True)
+class FilterReport:
+    """Kept and dropped per language and reason; ``input == kept + dropped``."""
+
+    input: int  # labels decided
+    kept: int  # labels kept
+    dropped: int  # labels dropped, for any reason
+    by_language: dict[str, LanguageFilter]  # language -> its row, sorted by language
+    lineage: Lineage  # where decisions.parquet and the manifests came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: Path) -> bool:
+        """Write atomically (skipped when unchanged); True when the file changed."""
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FilterReport:
+        return cls(
+            input=raw["input"],
+            kept=raw["kept"],
+            dropped=raw["dropped"],
+            by_language={
+                lang: LanguageFilter(
+                    input=row["input"],
+                    kept=row["kept"],
+                    dropped=dict(row["dropped"]),
+                    mean_error=row["mean_error"],
+                    mean_error_kept=row["mean_error_kept"],
+                )
+                for lang, row in raw["by_language"].items()
+            },
+            lineage=Lineage(**raw["lineage"]),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> FilterReport:
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
