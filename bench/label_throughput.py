@@ -24,7 +24,7 @@ from typing import Any
 import jiwer
 
 from bench.common import provenance, write_result
-from distilflow.audio import load_audio
+from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.label.cache import LabelCache
 from distilflow.label.teacher import (
     Clip,
@@ -71,7 +71,7 @@ def run_baseline(
     start = time.perf_counter()
     for r in rows:
         out = asr(
-            {"raw": audio[r["file_name"]], "sampling_rate": 16_000},
+            {"raw": audio[r["file_name"]], "sampling_rate": SAMPLE_RATE},
             generate_kwargs={
                 "language": r["language"],
                 "task": "transcribe",

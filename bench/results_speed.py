@@ -15,7 +15,7 @@ from bench.experts import forced_steps_time
 from bench.label_throughput import measure
 from bench.results_project import REPO
 from bench.student import decode_bench
-from distilflow.audio import load_audio
+from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.config import load_params
 from distilflow.decoding.speculative import greedy_generate
 from distilflow.models import load_whisper
@@ -44,7 +44,7 @@ def forced_decoder_ratio(
     tokens = 0
     for r in rows:
         feats = processor.feature_extractor(
-            load_audio(corpus / r["file_name"]), sampling_rate=16_000, return_tensors="pt"
+            load_audio(corpus / r["file_name"]), sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features
         with torch.no_grad():
             start = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from bench.common import provenance, write_result
-from distilflow.audio import load_audio
+from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.decoding.speculative import assisted_generate, greedy_generate
 from distilflow.models import load_whisper
 from distilflow.models.device import count_parameters
@@ -64,7 +64,7 @@ def decode_bench(
     identical = 0
     for r in rows:
         feats = processor.feature_extractor(
-            load_audio(corpus / r["file_name"]), sampling_rate=16_000, return_tensors="pt"
+            load_audio(corpus / r["file_name"]), sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features
         lang = r["language"]
         t_ids, dt = timed(lambda: greedy_generate(teacher, feats, lang, max_new_tokens))  # noqa: B023
@@ -122,7 +122,7 @@ def train_step_bench(
     part = rows[:batch]
     feats = processor.feature_extractor(
         [load_audio(corpus / r["file_name"]) for r in part],
-        sampling_rate=16_000,
+        sampling_rate=SAMPLE_RATE,
         return_tensors="pt",
     ).input_features
     examples = []

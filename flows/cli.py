@@ -96,7 +96,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from distilflow.audio import load_audio
     from distilflow.config import load_params
-    from distilflow.register.registry import load_registered, tracking_uri
+    from distilflow.register.download import load_registered
+    from distilflow.register.tracking import tracking_uri
 
     path = Path(args.file).resolve()
     params = load_params(_project(args) / "params.yaml")

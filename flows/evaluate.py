@@ -18,7 +18,6 @@ from typing import Any
 
 from prefect import flow, unmapped
 from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from distilflow.config import Params, load_params
 from distilflow.decoding.loop_guard import guard_of
@@ -36,6 +35,7 @@ from tasks.evaluate import (
     write_language_results,
     write_outputs,
 )
+from tasks.runners import one_worker
 
 
 def score_pairs(params: Params, models: list[EvalModel], sets: list[EvalSet]) -> list[PairResult]:
@@ -68,7 +68,7 @@ def report(
     return metrics
 
 
-@flow(name="evaluate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="evaluate", log_prints=True, task_runner=one_worker())
 def evaluate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """The whole evaluation: language by language, as the per-language stages do, then merged."""
     params = load_params(params_path)
@@ -82,7 +82,7 @@ def evaluate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
 @flow(
     name="evaluate-language",
     log_prints=True,
-    task_runner=ThreadPoolTaskRunner(max_workers=1),
+    task_runner=one_worker(),
     flow_run_name="evaluate-{language}-{part}",
 )
 def evaluate_language_flow(

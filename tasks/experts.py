@@ -14,7 +14,7 @@ from distilflow.decoding.loop_guard import guard_of
 from distilflow.experts.stage import train_language
 from distilflow.lineage import git_commit
 from distilflow.models.experts import expert_path
-from distilflow.register.registry import flat_params, tracking_run
+from distilflow.register.tracking import flat_params, tracking_run
 from tasks._env import cache_dir_of
 
 

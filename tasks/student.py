@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from distilflow.config import Params, section_hash
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.lineage import git_commit
-from distilflow.register.registry import flat_params, tracking_run
+from distilflow.register.tracking import flat_params, tracking_run
 from distilflow.student.stage import distil
 from distilflow.training.loop import NullTracker
 from tasks._env import cache_dir_of

@@ -9,6 +9,7 @@ from uuid import UUID
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
@@ -60,5 +61,6 @@ def trigger_retrain(
         idempotency_key=f"inbox-{key}",
         as_subflow=False,
     )
+    assert isinstance(run, FlowRun), "run_deployment ran asynchronously in a synchronous task"
     print(f"watch: started {deployment} run {run.name} ({run.id}) for {languages or 'all'}")
     return str(run.id)

@@ -6,13 +6,14 @@ runs, and so is every package ``__init__`` on the way. dvc.yaml must list each o
 dependency, itself or through a folder above it; :func:`missing_deps` says what it does not.
 
 ``python -m tests.stage_imports`` prints, for every stage, the files it runs and the ones dvc.yaml
-misses.
+misses; ``--write`` first rewrites dvc.yaml's code deps from the code.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -114,7 +115,31 @@ def code_deps(stage: dict[str, Any], root: Path = ROOT) -> list[str]:
     return sorted(deps)
 
 
+def rewrite_code_deps(dvc_yaml: Path = ROOT / "dvc.yaml") -> str:
+    """dvc.yaml's text with each stage's code deps (flows/, tasks/, distilflow/ entries) replaced
+    by :func:`code_deps`; data deps, comments and everything else kept as written."""
+    by_name = stages(dvc_yaml)
+    out: list[str] = []
+    current, indent = "", None
+    for line in dvc_yaml.read_text(encoding="utf-8").split("\n"):
+        header = re.match(r"^  ([\w-]+):", line)
+        if header and header.group(1) in by_name:
+            current = header.group(1)
+        deps = re.match(r"^(\s+)deps:", line)
+        if indent is not None and not line.startswith(f"{indent}- "):
+            out.extend(f"{indent}- {d}" for d in code_deps(by_name[current]))
+            indent = None
+        if deps:
+            indent = deps.group(1) + "  "
+        elif indent is not None and re.match(rf"^{indent}- (flows|tasks|distilflow)/", line):
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--write"]:
+        (ROOT / "dvc.yaml").write_text(rewrite_code_deps(), encoding="utf-8")
     for name, stage in stages().items():
         runs = sorted(str(p.relative_to(ROOT)) for p in transitive_files(stage_module(stage)))
         print(f"{name}: runs {len(runs)} project files; dvc.yaml misses {missing_deps(stage)}")
