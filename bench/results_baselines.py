@@ -22,6 +22,7 @@ from distilflow.evaluate.metrics import evaluate_pair, language_metrics
 from distilflow.evaluate.models import EvalModel
 from distilflow.evaluate.sets import audiofolder_set
 from distilflow.evaluate.stage import only_languages
+from distilflow.experts.report import ExpertsReport
 from distilflow.experts.stage import prepare_model, train_language
 from distilflow.models.experts import expert_path
 from distilflow.models.load import LoadedWhisper, load_whisper
@@ -95,13 +96,14 @@ def one_baseline(
     )
     ev = params.evaluate
     result = evaluate_pair(model, test, ev.max_new_tokens, ev.device, guard_of(params.decode))
+    trained = report if isinstance(report, ExpertsReport) else None  # None: the language skipped
     return {
         "test": language_metrics(lang, result.clips),
-        "dev_wer": report.get("dev_wer"),
-        "student_dev_wer": report.get("student_dev_wer"),
+        "dev_wer": trained.dev_wer if trained else None,
+        "student_dev_wer": trained.student_dev_wer if trained else None,
         "train_s": round(train_s, 1),
-        "steps": report.get("steps"),
-        "train_clips": report.get("train_clips"),
-        "trained_parameters": report.get("trained_parameters"),
+        "steps": trained.steps if trained else None,
+        "train_clips": trained.train_clips if trained else None,
+        "trained_parameters": trained.trained_parameters if trained else None,
         "inference_parameters": result.parameters,  # counted on the loaded model
     }

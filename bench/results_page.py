@@ -18,7 +18,9 @@ from bench.results_plots import (
     bars_png,
     speed_png,
 )
+from bench.results_sections import labelling_section, speed_section
 from distilflow.export.report import ExportSkipped, ExportVerification, read_verification
+from distilflow.student.report import StudentReport
 
 
 def read_json(path: Path) -> Any:
@@ -194,7 +196,8 @@ def write_page(work: Path, corpus: Path, docs: Path) -> str:
     stages = read_json(work / "stages.json") or []
     split = read_json(work / "split.json") or {}
     decision = read_json(data / "registry" / "decision.json")
-    student = read_json(data / "student" / "report.json") or {}
+    student_file = data / "student" / "report.json"
+    student = StudentReport.read(student_file) if student_file.exists() else None
     export_file = data / "export" / "verification.json"
     export = read_verification(export_file) if export_file.exists() else None
     wer = held_out_wer(metrics, baselines)
@@ -245,7 +248,11 @@ def budgets() -> str:
 
 
 def render(
-    f: dict[str, Any], metrics: dict[str, Any], student: dict[str, Any], export: Any, corpus: Path
+    f: dict[str, Any],
+    metrics: dict[str, Any],
+    student: StudentReport | None,
+    export: Any,
+    corpus: Path,
 ) -> str:
     """The whole page: each section from its own function."""
     wer, speed = f["test_wer"], f["speed"]
@@ -302,95 +309,16 @@ def intro_section(
     ]
 
 
-def speed_section(speed: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
-    """Parameters, the side-by-side speed run, the evaluation's speed and memory."""
-    out: list[str] = []
-    e2e = speed["end_to_end"]
-    ps = speed["per_step"]
-    out += [
-        "## Size and speed",
-        "",
-        "![Speed](results/speed.png)",
-        "",
-        f"Parameters: teacher {speed['parameters']['teacher']:,}, student "
-        f"{speed['parameters']['student']:,} (**{speed['parameters']['ratio']:.2f}x**, "
-        f"{100 * (1 - speed['parameters']['ratio']):.0f}% fewer). With one language's experts: "
-        f"{metrics['models'].get('experts', {}).get('parameters', 0):,}.",
-        "",
-        f"Side by side in one process on {speed['clips']} test clips (fp32, batch 1, greedy, "
-        "language forced):",
-        "",
-        "| | teacher | student | speculative (student drafts, teacher verifies) |",
-        "| --- | --- | --- | --- |",
-        "| seconds a clip, end to end | "
-        + " | ".join(
-            f"{e2e['seconds_per_clip'][k]:.3f}" for k in ("teacher", "student", "speculative")
-        )
-        + " |",
-        "| speed-up against the teacher | "
-        + " | ".join(
-            f"{e2e['speedup_vs_teacher'][k]:.2f}x" for k in ("teacher", "student", "speculative")
-        )
-        + " |",
-        "",
-        f"Speculative decoding gave exactly the teacher's tokens on "
-        f"**{100 * e2e['speculative_identical_share']:.0f}%** of the clips. "
-        f"Per decoding step (KV cache, exactly the teacher's tokens for both, {ps['tokens']} "
-        f"tokens): teacher {ps['teacher_decoder_ms_per_token']} ms, student "
-        f"{ps['student_decoder_ms_per_token']} ms a token (**{ps['decoder_speedup']:.2f}x**); "
-        f"the shared encoder costs {ps['encoder_s_per_clip']:.3f} s a clip for both. "
-        "End-to-end times include each model's own transcript length: a student that loops "
-        "decodes more tokens.",
-        "",
-        "From the evaluation stage (every test and dev clip; decode time per second of "
-        "audio, generated tokens per second, peak memory of a fresh process transcribing "
-        "one clip):",
-        "",
-        "| model | parameters | real-time factor | tokens/s | peak memory |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name in (n for n in MODELS if n in metrics["models"]):
-        m = metrics["models"][name]
-        out.append(
-            f"| {LABELS.get(name, name)} | {m['parameters']:,} | {m['rtf']:.3f} | "
-            f"{m['tokens_per_s']:.1f} | {m['peak_memory_mb']:.0f} MiB |"
-        )
-    out.append("")
-    return out
-
-
-def labelling_section(lab: dict[str, Any]) -> list[str]:
-    """The label stage's throughput against transformers' ASR pipeline."""
-    out: list[str] = []
-    cps, up = lab["clips_per_s"], lab["speedup_vs_baseline"]
-    out += [
-        "## Labelling throughput",
-        "",
-        f"The label stage against transformers' ASR `pipeline` (one clip at a time), the same "
-        f"{lab['clips']} clips and teacher, one after the other in one process:",
-        "",
-        "| run | clips/s | against the baseline |",
-        "| --- | --- | --- |",
-        f"| baseline: transformers ASR pipeline | {cps['baseline_pipeline']:.2f} | 1.00x |",
-        f"| label stage, transformers backend (length-sorted batches of 8) | "
-        f"{cps['stage_transformers']:.2f} | **{up['stage_transformers']:.2f}x** |",
-        f"| label stage, CTranslate2 backend | {cps['stage_ctranslate2']:.2f} | "
-        f"**{up['stage_ctranslate2']:.2f}x** |",
-        "",
-        f"CTranslate2 and transformers labels identical on "
-        f"{100 * lab['identical_text_share_ct2_vs_transformers']:.0f}% of the clips.",
-        "",
-    ]
-    return out
-
-
 def run_section(
-    f: dict[str, Any], student: dict[str, Any], export: ExportVerification | ExportSkipped | None
+    f: dict[str, Any],
+    student: StudentReport | None,
+    export: ExportVerification | ExportSkipped | None,
 ) -> list[str]:
     """The stages' times, the registry's decision, the export's verification."""
     out: list[str] = []
     dec = f["decision"] or {}
     verdict = dec.get("decision") or {}
+    steps, best = (student.steps, student.student.best_step) if student else ("?", "?")
     out += [
         "## The run: stages, registry, export",
         "",
@@ -402,8 +330,7 @@ def run_section(
         "",
         f"`dvc status` in the run's project afterwards: {f.get('dvc_status') or '(not recorded)'}",
         "",
-        f"Student: {student.get('steps', '?')} steps, best dev checkpoint at step "
-        f"{student.get('student', {}).get('best_step', '?')}. "
+        f"Student: {steps} steps, best dev checkpoint at step {best}. "
         f"Registry: version {dec.get('version', '?')} of "
         f"`{dec.get('model_name', '?')}`, aliases {dec.get('aliases', [])}, gate "
         f"**{verdict.get('verdict', '?')}**: {'; '.join(verdict.get('reasons', []))}.",

@@ -14,21 +14,22 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from distilflow.config import ConfigError, load_params
+from distilflow.experts.report import ExpertsReport, ExpertsSkipped
 from tasks.experts import train_experts
 
 
-def report_markdown(reports: list[dict[str, Any]]) -> str:
+def report_markdown(reports: list[ExpertsReport | ExpertsSkipped]) -> str:
     lines = [
         "| language | method | student WER | with experts | trained parameters |",
         "| --- | --- | --- | --- | --- |",
     ]
     for r in reports:
-        if "skipped" in r:
-            lines.append(f"| {r['language']} | {r['method']} | skipped: {r['skipped']} | | |")
+        if isinstance(r, ExpertsSkipped):
+            lines.append(f"| {r.language} | {r.method} | skipped: {r.skipped} | | |")
             continue
         lines.append(
-            f"| {r['language']} | {r['method']} | {r['student_dev_wer']:.3f} | "
-            f"{r['dev_wer']:.3f} | {r['trained_parameters']:,} |"
+            f"| {r.language} | {r.method} | {r.student_dev_wer:.3f} | "
+            f"{r.dev_wer:.3f} | {r.trained_parameters:,} |"
         )
     return "\n".join(lines)
 
@@ -46,7 +47,7 @@ def experts_flow(
         )
     reports = [train_experts(params, lang) for lang in wanted]
     create_markdown_artifact(report_markdown(reports), key="experts-report")
-    return reports
+    return [r.to_dict() for r in reports]
 
 
 def main() -> None:

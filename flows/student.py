@@ -13,19 +13,19 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from distilflow.config import load_params
+from distilflow.student.report import StudentReport
 from tasks.student import distil_student
 
 
-def report_markdown(report: dict[str, Any]) -> str:
-    t, s = report["teacher"], report["student"]
+def report_markdown(report: StudentReport) -> str:
+    t, s = report.teacher, report.student
     lines = ["| language | teacher WER | student WER |", "| --- | --- | --- |"]
-    for lang in sorted(t["dev_wer"]):
+    for lang in sorted(t.dev_wer):
         lines.append(
-            f"| {lang} | {t['dev_wer'][lang]:.3f} | {s['dev_wer'].get(lang, float('nan')):.3f} |"
+            f"| {lang} | {t.dev_wer[lang]:.3f} | {s.dev_wer.get(lang, float('nan')):.3f} |"
         )
     head = (
-        f"Student: {s['parameters']:,} parameters (teacher {t['parameters']:,}), "
-        f"best step {s['best_step']}"
+        f"Student: {s.parameters:,} parameters (teacher {t.parameters:,}), best step {s.best_step}"
     )
     return "\n".join([head, "", *lines])
 
@@ -35,7 +35,7 @@ def student_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     params = load_params(params_path)
     report = distil_student(params, params_path)
     create_markdown_artifact(report_markdown(report), key="student-report")
-    return report
+    return report.to_dict()
 
 
 def main() -> None:

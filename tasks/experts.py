@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from distilflow.config import Params, section_hash
 from distilflow.decoding.loop_guard import guard_of
+from distilflow.experts.report import ExpertsReport, ExpertsSkipped
 from distilflow.experts.stage import train_language
 from distilflow.lineage import git_commit
 from distilflow.models.experts import expert_path
@@ -19,7 +19,7 @@ from tasks._env import cache_dir_of
 
 
 @task(name="train-experts", task_run_name="experts-{language}", cache_policy=NO_CACHE)
-def train_experts(params: Params, language: str) -> dict[str, Any]:
+def train_experts(params: Params, language: str) -> ExpertsReport | ExpertsSkipped:
     """Train ``language``'s experts on the student (resuming a killed run); log to MLflow."""
     cfg = params.experts
     run_params = flat_params("experts", asdict(cfg)) | {
@@ -44,19 +44,19 @@ def train_experts(params: Params, language: str) -> dict[str, Any]:
             tracker,
             guard_of(params.decode),
         )
-        if "skipped" not in report:
+        if isinstance(report, ExpertsReport):
             final = {
-                "final/student_dev_wer": report["student_dev_wer"],
-                "final/dev_wer": report["dev_wer"],
+                "final/student_dev_wer": report.student_dev_wer,
+                "final/dev_wer": report.dev_wer,
             }
-            tracker.log_metrics(final, report["steps"])
+            tracker.log_metrics(final, report.steps)
             tracker.log_artifacts(expert_path(cfg.out_dir, language).parent, "experts")
-    if "skipped" in report:
-        print(f"experts {language}: skipped ({report['skipped']}); inference keeps the shared path")
+    if isinstance(report, ExpertsSkipped):
+        print(f"experts {language}: skipped ({report.skipped}); inference keeps the shared path")
     else:
         print(
-            f"experts {language} ({cfg.method}): dev WER {report['dev_wer']:.3f} "
-            f"(student alone {report['student_dev_wer']:.3f}), "
-            f"{report['trained_parameters']:,} trained parameters"
+            f"experts {language} ({cfg.method}): dev WER {report.dev_wer:.3f} "
+            f"(student alone {report.student_dev_wer:.3f}), "
+            f"{report.trained_parameters:,} trained parameters"
         )
     return report

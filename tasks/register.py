@@ -28,20 +28,15 @@ from distilflow.register.registry import Candidate, Rescore, register_model_dir
 from distilflow.register.release import assemble, chosen_languages, dev_wer, release_wer
 from distilflow.register.rescore import decoding_of, score_release
 from distilflow.register.wer_basis import bases_of
+from distilflow.student.report import StudentReport
 from tasks._env import cache_dir_of
 
 DVC_LOCK = Path("dvc.lock")
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """The student stage's report.json."""
-    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return report
-
-
-def read_metrics(report: dict[str, Any]) -> dict[str, float]:
+def read_metrics(report: StudentReport) -> dict[str, float]:
     """Per-language dev WER of the model to register (NaN allowed: the gate explains it)."""
-    return {str(k): float(v) for k, v in report["student"]["dev_wer"].items()}
+    return {str(k): float(v) for k, v in report.student.dev_wer.items()}
 
 
 def dvc_dep_hash(lock: Path, stage: str, dep: str) -> str | None:
@@ -66,18 +61,17 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     ``evaluate.max_new_tokens`` and ``decode``), which consumers decode with.
     """
     out = Path(params.student.out_dir)
-    report = read_report(out / "report.json")
-    lineage: dict[str, Any] = dict(report.get("lineage") or {})
+    report = StudentReport.read(out / "report.json")
+    lineage: dict[str, Any] = report.lineage.to_dict()
     lineage["dvc_input_md5"] = dvc_dep_hash(lock, "student", params.filter.out_dir)
     lineage["registered_from_commit"] = git_commit()
-    teacher = report.get("teacher", {})
     data = {
-        "teacher": teacher.get("model"),
-        "train_clips": report.get("train_clips"),
-        "dev_clips": report.get("dev_clips"),
-        "train_languages": report.get("train_languages", {}),
-        "student_parameters": report.get("student", {}).get("parameters"),
-        "teacher_dev_wer": teacher.get("dev_wer", {}),
+        "teacher": report.teacher.model,
+        "train_clips": report.train_clips,
+        "dev_clips": report.dev_clips,
+        "train_languages": report.train_languages,
+        "student_parameters": report.student.parameters,
+        "teacher_dev_wer": report.teacher.dev_wer,
     }
     metrics_path = Path(params.evaluate.out_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}

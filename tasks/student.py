@@ -7,7 +7,6 @@ GPU, gloo on CPU) running ``python -m tasks.student_ranks``; rank 0 tracks and w
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -22,12 +21,13 @@ from distilflow.config import Params, section_hash
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.lineage import git_commit
 from distilflow.register.tracking import flat_params, tracking_run
+from distilflow.student.report import StudentReport
 from distilflow.student.stage import distil
 from distilflow.training.loop import NullTracker
 from tasks._env import cache_dir_of
 
 
-def run_distillation(params: Params, accelerator: Any | None = None) -> dict[str, Any]:
+def run_distillation(params: Params, accelerator: Any | None = None) -> StudentReport:
     """Distil in this process (one rank of several when ``accelerator`` says so)."""
     cfg = params.student
     args = (
@@ -42,17 +42,16 @@ def run_distillation(params: Params, accelerator: Any | None = None) -> dict[str
     tags = {"git_commit": git_commit(), "params_hash": section_hash(cfg), "stage": "student"}
     with tracking_run(params.tracking, "student", run_params, tags) as tracker:
         report = distil(*args, tracker, accelerator, guard_of(params.decode))
-        s, t = report["student"], report["teacher"]
         finals = {
-            "final/student_dev_wer_mean": s["dev_wer_mean"],
-            "final/teacher_dev_wer_mean": t["dev_wer_mean"],
+            "final/student_dev_wer_mean": report.student.dev_wer_mean,
+            "final/teacher_dev_wer_mean": report.teacher.dev_wer_mean,
         }
-        tracker.log_metrics(finals, report["steps"])
+        tracker.log_metrics(finals, report.steps)
         tracker.log_artifacts(Path(cfg.out_dir) / "model", "model")
     return report
 
 
-def launch_ranks(params_path: str, processes: int, out_dir: str) -> dict[str, Any]:
+def launch_ranks(params_path: str, processes: int, out_dir: str) -> StudentReport:
     """Run the ranks as child processes; the report is rank 0's."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -73,22 +72,21 @@ def launch_ranks(params_path: str, processes: int, out_dir: str) -> dict[str, An
         params_path,
     ]
     subprocess.run(cmd, check=True)
-    report: dict[str, Any] = json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
-    return report
+    return StudentReport.read(Path(out_dir) / "report.json")
 
 
 @task(name="distil-student", cache_policy=NO_CACHE)
-def distil_student(params: Params, params_path: str) -> dict[str, Any]:
+def distil_student(params: Params, params_path: str) -> StudentReport:
     """Train the student (resuming a killed run) and log it to MLflow."""
     cfg = params.student
     if cfg.processes > 1:
         report = launch_ranks(params_path, cfg.processes, cfg.out_dir)
     else:
         report = run_distillation(params)
-    s, t = report["student"], report["teacher"]
+    s, t = report.student, report.teacher
     print(
-        f"student: {report['steps']} steps, dev WER {s['dev_wer_mean']:.3f} "
-        f"(teacher {t['dev_wer_mean']:.3f}), {s['parameters']:,} parameters "
-        f"(teacher {t['parameters']:,})"
+        f"student: {report.steps} steps, dev WER {s.dev_wer_mean:.3f} "
+        f"(teacher {t.dev_wer_mean:.3f}), {s.parameters:,} parameters "
+        f"(teacher {t.parameters:,})"
     )
     return report

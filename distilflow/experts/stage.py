@@ -22,7 +22,8 @@ from distilflow.config import ExpertsConfig, section_hash
 from distilflow.decoding.greedy import EvalClip, evaluate_model
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.experts.loss import ExpertLoss, encoder_frames
-from distilflow.lineage import Lineage, git_commit
+from distilflow.experts.report import ExpertsLineage, ExpertsReport, ExpertsSkipped
+from distilflow.lineage import git_commit
 from distilflow.models.device import pick_device
 from distilflow.models.dynamic import audio_context_of
 from distilflow.models.experts import (
@@ -34,7 +35,7 @@ from distilflow.models.experts import (
 )
 from distilflow.safetensors_io import save_tensors
 from distilflow.training.data import load_training_examples
-from distilflow.training.loop import Tracker, Trainer, seed_training
+from distilflow.training.loop import Tracker, Trainer, TrainState, seed_training
 from distilflow.training.prepare import (
     StudentStates,
     eos_of,
@@ -195,7 +196,7 @@ def train_language(
     cache_dir: Path,
     tracker: Tracker,
     guard: LoopGuard = DEFAULT_GUARD,
-) -> dict[str, Any]:
+) -> ExpertsReport | ExpertsSkipped:
     """Train one language's experts (or baseline); returns and writes the report. Dev
     transcripts are decoded with ``guard``, as evaluation decodes them."""
     seed_training(cfg.seed, cfg.deterministic)
@@ -217,32 +218,47 @@ def train_language(
     resumed = trainer.try_resume()
     state = trainer.run(tracker)
     publish(trainer.best_dir() / f"{language}.safetensors", expert_path(cfg.out_dir, language))
+    report = language_report(cfg, run, base_wer, state, resumed, sum(p.numel() for p in params))
+    report.write(out / REPORT)
+    return report
+
+
+def language_report(
+    cfg: ExpertsConfig,
+    run: LanguageRun,
+    base_wer: dict[str, float],
+    state: TrainState,
+    resumed: bool,
+    trained_parameters: int,
+) -> ExpertsReport:
+    """What ``<lang>/report.json`` holds, once the best experts are published."""
     from distilflow.models.device import count_parameters
 
-    report = {
-        "language": language,
-        "method": cfg.method,
-        "form": cfg.form if cfg.method == "experts" else None,
-        "student_dev_wer": base_wer.get(language, math.nan),
-        "dev_wer": state.best_wer.get(language, math.nan),
-        # False when the experts did not beat the student alone on dev: a consumer (and the
-        # registry's gate) may keep the shared path for this language
-        "improved": state.best_wer.get(language, math.nan) < base_wer.get(language, math.nan),
-        "best_step": state.best_step,
-        "steps": state.step,
-        "resumed": resumed,
-        "train_clips": len(run.train),
-        "dev_clips": len(run.dev),
-        "inference_parameters": count_parameters(run.student),  # base + this language's
-        "trained_parameters": sum(p.numel() for p in params),
-        "history": state.history,
-        "lineage": Lineage(
-            git_commit(), section_hash(cfg), run.data_hash, run.teacher_fingerprint
-        ).to_dict()
-        | {"base_model": run.base_fingerprint},
-    }
-    atomic_write_json(out / REPORT, report)
-    return report
+    student_wer = base_wer.get(run.language, math.nan)
+    dev_wer = state.best_wer.get(run.language, math.nan)
+    return ExpertsReport(
+        language=run.language,
+        method=cfg.method,
+        form=cfg.form if cfg.method == "experts" else None,
+        student_dev_wer=student_wer,
+        dev_wer=dev_wer,
+        improved=dev_wer < student_wer,
+        best_step=state.best_step,
+        steps=state.step,
+        resumed=resumed,
+        train_clips=len(run.train),
+        dev_clips=len(run.dev),
+        inference_parameters=count_parameters(run.student),  # base + this language's
+        trained_parameters=trained_parameters,
+        history=state.history,
+        lineage=ExpertsLineage(
+            git_commit(),
+            section_hash(cfg),
+            run.data_hash,
+            run.teacher_fingerprint,
+            base_model=run.base_fingerprint,
+        ),
+    )
 
 
 def make_trainer(
@@ -321,8 +337,8 @@ def publish(src: Path, dst: Path) -> None:
     tmp.replace(dst)
 
 
-def _skipped(out: Path, language: str, cfg: ExpertsConfig, reason: str) -> dict[str, Any]:
+def _skipped(out: Path, language: str, cfg: ExpertsConfig, reason: str) -> ExpertsSkipped:
     """A language without data: no experts (inference keeps the shared path), a clear report."""
-    report = {"language": language, "method": cfg.method, "skipped": reason}
-    atomic_write_json(out / REPORT, report)
+    report = ExpertsSkipped(language, cfg.method, reason)
+    report.write(out / REPORT)
     return report

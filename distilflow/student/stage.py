@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distilflow.atomic import atomic_write_json
 from distilflow.config import StudentConfig, section_hash
 from distilflow.decoding.greedy import evaluate_model, macro_mean
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
@@ -22,6 +21,7 @@ from distilflow.models.convert import atomic_dir
 from distilflow.models.device import pick_device
 from distilflow.models.dynamic import DYNAMIC, set_audio_context
 from distilflow.student.build import save_student
+from distilflow.student.report import StudentReport, StudentSummary, TeacherSummary
 from distilflow.training.data import load_training_examples
 from distilflow.training.dynamic import DynamicLoss, DynamicStudentStates
 from distilflow.training.loop import StatesFn, Tracker, Trainer, TrainState, seed_training
@@ -84,7 +84,7 @@ def distil(
     tracker: Tracker,
     accelerator: Any | None = None,
     guard: LoopGuard = DEFAULT_GUARD,
-) -> dict[str, Any]:
+) -> StudentReport:
     """Train the student on the filtered pseudo-labels; returns the report. Dev transcripts
     (the teacher's and the student's) are decoded with ``guard``, as evaluation decodes them.
 
@@ -110,7 +110,7 @@ def distil(
         publish_model(trainer.best_dir(), out / "model")
     report = student_report(cfg, teacher_ref, run, state, teacher_wer, resumed)
     if main:
-        atomic_write_json(out / "report.json", report)
+        report.write(out / "report.json")
     return report
 
 
@@ -213,38 +213,36 @@ def student_report(
     state: TrainState,
     teacher_wer: dict[str, float],
     resumed: bool,
-) -> dict[str, Any]:
-    """What ``report.json`` holds (its key order is part of the output)."""
+) -> StudentReport:
+    """What ``report.json`` holds."""
     from distilflow.models.device import count_parameters
 
     loaded, data = run.teacher, run.data
-    return {
-        "teacher": {
-            "model": teacher_ref,
-            "id": loaded.fingerprint,
-            "dev_wer": teacher_wer,
-            "dev_wer_mean": macro_mean(teacher_wer),
-            "parameters": count_parameters(loaded.model),
-        },
-        "student": {
-            "decoder_layers_from_teacher": run.layer_ids,
-            "audio_context": cfg.audio_context,
-            "parameters": count_parameters(run.student),
-            "best_step": state.best_step,
-            "dev_wer": state.best_wer,
-            "dev_wer_mean": state.best_score,
-        },
-        "train_clips": len(data.train),
-        "dev_clips": len(data.dev),
-        "train_languages": dict(sorted(Counter(e.language for e in data.train).items())),
-        "steps": state.step,
-        "resumed": resumed,
-        "encoder_states_computed": run.computed,
-        "history": state.history,
-        "lineage": Lineage(
-            git_commit(), section_hash(cfg), data.data_hash, loaded.fingerprint
-        ).to_dict(),
-    }
+    return StudentReport(
+        teacher=TeacherSummary(
+            model=teacher_ref,
+            id=loaded.fingerprint,
+            dev_wer=teacher_wer,
+            dev_wer_mean=macro_mean(teacher_wer),
+            parameters=count_parameters(loaded.model),
+        ),
+        student=StudentSummary(
+            decoder_layers_from_teacher=run.layer_ids,
+            audio_context=cfg.audio_context,
+            parameters=count_parameters(run.student),
+            best_step=state.best_step,
+            dev_wer=state.best_wer,
+            dev_wer_mean=state.best_score,
+        ),
+        train_clips=len(data.train),
+        dev_clips=len(data.dev),
+        train_languages=dict(sorted(Counter(e.language for e in data.train).items())),
+        steps=state.step,
+        resumed=resumed,
+        encoder_states_computed=run.computed,
+        history=state.history,
+        lineage=Lineage(git_commit(), section_hash(cfg), data.data_hash, loaded.fingerprint),
+    )
 
 
 def publish_model(src: Path, dst: Path) -> None:
