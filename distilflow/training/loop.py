@@ -123,7 +123,7 @@ def seed_training(seed: int, deterministic: bool) -> None:
     torch's switch is.
     """
     torch.manual_seed(seed)
-    random.seed(seed)  # checkpointed with the rest: unseeded, each run's checkpoint differed
+    random.seed(seed)  # for any code that draws from it; the checkpoints do not keep its state
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
@@ -272,7 +272,8 @@ class Trainer:
                     "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate(),
+                    # not Python's global RNG: training never draws from it (the sampler has its
+                    # own), while Prefect's polling jitter in this process does, as timing goes
                 },
                 tmp / "trainer.pt",
             )
@@ -296,7 +297,6 @@ class Trainer:
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
-        random.setstate(blob["python_rng"])
         self.sampler.load_state_dict(saved.sampler)
         self.state = saved
         return True
