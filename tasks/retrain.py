@@ -104,7 +104,8 @@ def _dvc_env() -> dict[str, str]:
 
 def _repro(cmd: list[str], project: Path) -> tuple[int, str]:
     """Run one ``dvc repro``, echoing its output as it comes (the stages' own logs)."""
-    proc = subprocess.Popen(
+    lines = []
+    with subprocess.Popen(  # closes its stdout pipe on exit
         cmd,
         cwd=project,
         env=_dvc_env(),
@@ -112,13 +113,13 @@ def _repro(cmd: list[str], project: Path) -> tuple[int, str]:
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
-    )
-    assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:
-        print(line, end="")
-        lines.append(line)
-    return proc.wait(), "".join(lines)
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line, end="")
+            lines.append(line)
+        code = proc.wait()
+    return code, "".join(lines)
 
 
 @task(name="dvc-repro", cache_policy=NO_CACHE, log_prints=True)

@@ -1,58 +1,20 @@
-"""Shared fixtures. Everything here is real: files on disk, a real Prefect server, real DVC."""
+"""Shared fixtures. Everything here is real: files on disk, a real Prefect server, real DVC.
+Plain helpers (audio, params, projects) are in ``helpers.py``, servers in ``stack.py``."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from tasks._env import apply_defaults
 
+from .helpers import ASTERISK, copy_project, init_repos, make_project, project_env, student_params
+
 apply_defaults()
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DISTILFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-ASTERISK = SHARED_DATA / "asterisk-dev"
-
-
-def tone(seconds: float, sr: int = 16_000, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
-    """A float32 sine tone."""
-    t = np.arange(int(seconds * sr), dtype=np.float32) / sr
-    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def audio_bytes(
-    samples: np.ndarray, sr: int = 16_000, fmt: str = "WAV", subtype: str = "PCM_16"
-) -> bytes:
-    """Encode samples (mono or (n, channels)) to bytes."""
-    buf = io.BytesIO()
-    sf.write(buf, samples, sr, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
-
-def write_audiofolder(root: Path, entries: list[dict[str, object]]) -> Path:
-    """Write an audiofolder: each entry has file_name and optional bytes/text/language."""
-    root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for e in entries:
-        data = e.get("bytes")
-        if isinstance(data, bytes):
-            path = root / str(e["file_name"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        lines.append({k: v for k, v in e.items() if k != "bytes"})
-    with (root / "metadata.jsonl").open("w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(json.dumps(line) + "\n")
-    return root
-
 
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _MLFLOW_ENV_AT_START = {var: os.environ.get(var) for var in _MLFLOW_ENV}  # the user's, if any
@@ -72,11 +34,34 @@ def _mlflow_env_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """A real temporary Prefect server for the whole session (about 9 s to start)."""
+    """A real temporary Prefect server for the whole session (about 9 s to start). Every test
+    that runs a flow or a task outside ``.fn`` asks for it: without it Prefect starts a server
+    of its own (see ``pytest_sessionfinish``)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Shut down the temporary server Prefect starts for a flow run outside ``prefect_harness``
+    (a test that forgot it), as the harness shuts its own: its log and event workers drained,
+    then the server stopped, while pytest's output streams are still open. Left to Prefect's
+    ``atexit`` hooks, this logs after pytest closed them: "--- Logging error ---",
+    ``ValueError: I/O operation on closed file`` after the summary."""
+    if "prefect.server.api.server" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the default (port-less) one: what a flow run starts
+    if server.server_process is None:
+        server.stop()  # forgets the instance this call made
+        return
+    APILogWorker.drain_all(timeout=5)
+    EventsWorker.drain_all(timeout=5)
+    server.stop()
 
 
 @pytest.fixture
@@ -86,24 +71,56 @@ def asterisk() -> Path:
     return ASTERISK
 
 
-def accept_random_labels(raw: dict[str, Any], tmp_path: Path) -> None:
-    """params.yaml overrides for a tiny random teacher: keep all its labels, track in tmp_path."""
-    raw["filter"].update(
-        max_error={"default": 1e9}, drop_uppercase=False, max_compression_ratio=1e9
-    )
-    raw["tracking"]["uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_whisper(seed=0)`` saved as a transformers directory (read only)."""
+    from distilflow.testing import save_tiny_whisper
+
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
-class Crash(Exception):
-    """Raised by ``CrashAfter``: a training run killed in the middle."""
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny teacher (read only). Seed 1: its greedy output is text (seed 0 emits bytes
+    that normalise away); 4 decoder layers for students to take some from."""
+    from distilflow.testing import save_tiny_whisper
+
+    return save_tiny_whisper(tmp_path_factory.mktemp("teacher") / "model", seed=1, decoder_layers=4)
 
 
-class CrashAfter:
-    """A tracker that kills the run once it logs a step after ``step``."""
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path) -> Path:
+    """The demo corpus ingested, labelled by the tiny teacher and filtered, in a folder of the
+    module's own (its tests add students and experts there)."""
+    from distilflow.config import load_params
+    from distilflow.filter.stage import run_filter
+    from distilflow.ingest.stage import ingest
+    from distilflow.label.stage import load_clips, make_labeller, write_labels
+    from distilflow.label.teacher import label_clips
+    from distilflow.sources import iter_items
+    from tasks.label import cache_for
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    tmp = tmp_path_factory.mktemp("prepared")
+    params = load_params(student_params(tmp, tiny_teacher))
+    ingest(iter_items(params.ingest.sources), params.ingest)
+    labeller = make_labeller(params.label, tmp / "cache")
+    cache = cache_for(params.label, labeller)
+    label_clips(load_clips(Path(params.ingest.out_dir)), labeller, cache, 8)
+    write_labels(Path(params.ingest.out_dir), cache, params.label, labeller.teacher_id)
+    run_filter(Path(params.label.out_dir), params.filter)
+    return tmp
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if step > self.step:
-            raise Crash
+
+@pytest.fixture(scope="session")
+def project_template(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path) -> Path:
+    """``make_project`` with its git and DVC repositories, built once a session; tests work on
+    copies (``tiny_project``)."""
+    proj = make_project(tmp_path_factory.mktemp("project"), tiny_teacher)
+    init_repos(proj, project_env(proj))
+    return proj
+
+
+@pytest.fixture
+def tiny_project(project_template: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny DVC project of its own in ``tmp_path/proj``, tracking in tmp_path."""
+    return copy_project(project_template, tmp_path)

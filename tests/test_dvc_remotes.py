@@ -10,17 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers import REPO_ROOT, run_in
 from tests.stack import S3_ENV, moto_s3, s3_client, venv_bin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BUCKET, PREFIX = "distilflow-dvc", "cache"  # the "s3" remote of .dvc/config
 
 INGEST = """\
@@ -38,16 +36,8 @@ for clip in sorted(src.glob("*.wav")):
 """
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        output = proc.stdout[-2000:] + proc.stderr[-2000:]
-        pytest.fail(f"{cmd} failed ({proc.returncode}):\n{output}")
-    return proc.stdout
-
-
 def dvc(cwd: Path, env: dict[str, str], *args: str) -> str:
-    return run([venv_bin("dvc"), *args], cwd, env)
+    return run_in(cwd, env, venv_bin("dvc"), *args, timeout=120)
 
 
 def content(root: Path) -> dict[str, str]:
@@ -60,8 +50,7 @@ def content(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+def minimal_env(tmp_path: Path) -> dict[str, str]:
     """A minimal environment: no credentials but those a test adds, HOME and caches in tmp."""
     home = tmp_path / "home"
     home.mkdir()
@@ -80,12 +69,19 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, env: dict[str, str]) -> Iterator[Path]:
+def env(tmp_path: Path) -> dict[str, str]:
+    return minimal_env(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC project with the repository's .dvc/config and tiny data, produced and
-    committed (outputs in the DVC cache, not in git)."""
-    root = tmp_path / "project"
+    committed (outputs in the DVC cache, not in git); built once, tests work on copies."""
+    tmp = tmp_path_factory.mktemp("dvc-project")
+    env = minimal_env(tmp)
+    root = tmp / "project"
     root.mkdir()
-    run(["git", "init", "-q", "-b", "main"], root, env)
+    run_in(root, env, "git", "init", "-q", "-b", "main")
     dvc(root, env, "init", "-q")
     shutil.copyfile(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")
     shutil.copyfile(REPO_ROOT / ".gitignore", root / ".gitignore")
@@ -107,12 +103,18 @@ def project(tmp_path: Path, env: dict[str, str]) -> Iterator[Path]:
     (root / "corpus" / "b.txt").write_text("tiny\n")
     dvc(root, env, "add", "corpus")
     dvc(root, env, "repro")
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-q", "-m", "tiny pipeline"], root, env)
-    tracked = run(["git", "ls-files"], root, env).split()
+    run_in(root, env, "git", "add", "-A")
+    run_in(root, env, "git", "commit", "-q", "-m", "tiny pipeline")
+    tracked = run_in(root, env, "git", "ls-files").split()
     assert "dvc.lock" in tracked and "corpus.dvc" in tracked
     assert not [f for f in tracked if f.startswith(("data/", "corpus/"))]
-    yield root
+    return root
+
+
+@pytest.fixture
+def project(committed: Path, tmp_path: Path) -> Path:
+    """A copy of ``committed`` of the test's own (it pushes, changes config, deletes)."""
+    return shutil.copytree(committed, tmp_path / "project", symlinks=True)
 
 
 def test_default_local_remote_round_trip_into_a_fresh_clone(
@@ -128,7 +130,7 @@ def test_default_local_remote_round_trip_into_a_fresh_clone(
     assert len(pushed) == len(before) + 2  # every file, and the two folders' .dir listings
 
     clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(project), str(clone)], tmp_path, env)
+    run_in(tmp_path, env, "git", "clone", "-q", str(project), str(clone))
     assert content(clone) == {} and not (clone / ".dvc" / "cache").exists()
     dvc(clone, env, "pull")
     assert content(clone) == before

@@ -205,25 +205,24 @@ def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: P
     assert "Audio context: dynamic" in card and "1 s" in card
 
 
-def test_the_export_stage_skips_a_dynamic_student_and_says_why(tmp_path: Path) -> None:
+def test_the_export_stage_skips_a_dynamic_student_and_says_why(
+    prefect_harness: None, tmp_path: Path
+) -> None:
     """With ``student.audio_context: dynamic`` the pipeline goes on past the export stage."""
-    import yaml
-
     from distilflow.config import load_params
     from distilflow.student.build import save_student
     from flows.export import export_flow
-    from tests.conftest import REPO_ROOT
+    from tests.helpers import read_params, write_params
 
     model, processor = tiny_whisper(seed=1)
     set_audio_context(model, "dynamic", 1.0)
     save_student(model, processor, tmp_path / "student" / "model", {})
     stale = tmp_path / "export" / "model"
     stale.mkdir(parents=True)  # an earlier padded student's export must not stay behind
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params()
     raw["student"]["out_dir"] = str(tmp_path / "student")
     raw["export"]["out_dir"] = str(tmp_path / "export")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    params = write_params(tmp_path / "params.yaml", raw)
     load_params(params)
     result = export_flow(str(params))
     assert result["export"] is None and not stale.exists()
@@ -238,7 +237,8 @@ def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path
 
     from distilflow.config import RegisterConfig, TrackingConfig
     from distilflow.register.consumer import RegisteredWhisper
-    from distilflow.register.registry import Candidate, load_registered, register_model_dir
+    from distilflow.register.download import load_registered
+    from distilflow.register.registry import Candidate, register_model_dir
     from distilflow.student.build import save_student
 
     model, processor = tiny_whisper(seed=1)

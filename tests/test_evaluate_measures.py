@@ -33,7 +33,7 @@ from distilflow.evaluate.sets import (
 )
 from distilflow.text import error_rate_corpus, error_rate_orthographic
 
-from .conftest import audio_bytes, tone, write_audiofolder
+from .helpers import audio_bytes, read_params, tone, write_audiofolder, write_params
 
 
 @pytest.mark.parametrize(
@@ -210,16 +210,11 @@ def test_missing_metadata_and_undecodable_audio(tmp_path: Path) -> None:
 def test_evaluate_config_is_checked(
     tmp_path: Path, change: dict[str, object], message: str
 ) -> None:
-    import yaml
-
     from distilflow.config import ConfigError, load_params
 
-    from .conftest import REPO_ROOT
-
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params()
     raw["evaluate"].update(change)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    path = write_params(tmp_path / "params.yaml", raw)
     with pytest.raises(ConfigError, match=message):
         load_params(path)
 

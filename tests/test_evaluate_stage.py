@@ -1,4 +1,5 @@
-"""The evaluation stage on tiny random Whispers and real speech clips: core and Prefect flow."""
+"""The evaluation stage on tiny random Whispers and real speech clips, through its Prefect flows:
+the whole evaluation in one flow run, the per-language flows (the DVC stages) and the report."""
 
 from __future__ import annotations
 
@@ -6,20 +7,22 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from distilflow.config import load_params
 from distilflow.training.data import split_of
 
-from .test_label_filter import project_params
+from .helpers import ASTERISK, project_params, read_params, write_params
 
 DEV_FRACTION = 0.5
 LANGUAGES = ("en", "fr")
+PAIR = ("teacher", "student")  # the models of most runs
+ALL_MODELS = ("teacher", "student", "experts")  # no experts trained: the shared path
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,18 +37,18 @@ def one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny teacher and student, a filtered manifest of real clips, an out-of-domain folder."""
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path) -> Path:
+    """Tiny teacher and student, a filtered manifest of real clips, an out-of-domain folder;
+    ``params-base.yaml`` for ``evaluate_params``. Shared by the module's tests: each writes in
+    an output folder of its own."""
     from distilflow.testing import save_tiny_whisper
-
-    from .conftest import ASTERISK
 
     if not (ASTERISK / "metadata.jsonl").exists():
         pytest.skip(f"asterisk-dev corpus not found at {ASTERISK}")
     tmp = tmp_path_factory.mktemp("evaluate")
-    save_tiny_whisper(tmp / "teacher", seed=1, decoder_layers=4)
     save_tiny_whisper(tmp / "student" / "model", seed=1, decoder_layers=1)
-    rows = [json.loads(x) for x in (ASTERISK / "metadata.jsonl").open(encoding="utf-8")]
+    lines = (ASTERISK / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(x) for x in lines]
     dev, ood = [], []
     for r in rows:
         if r["language"] not in LANGUAGES:
@@ -76,35 +79,55 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for r in ood:
             shutil.copy(ASTERISK / r["file_name"], tmp / "ood" / r["file_name"])
             fh.write(json.dumps(r) + "\n")
+    raw = read_params(project_params(tmp, tiny_teacher))
+    raw["student"].update(out_dir=str(tmp / "student"), dev_fraction=DEV_FRACTION)
+    raw["experts"]["out_dir"] = str(tmp / "experts")  # none trained: the shared path
+    write_params(tmp / "params-base.yaml", raw)
     return tmp
 
 
 def evaluate_params(project: Path, out: str, **evaluate: object) -> Path:
-    path = project_params(project, project / "teacher")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw["student"].update(out_dir=str(project / "student"), dev_fraction=DEV_FRACTION)
+    """``params-<out>.yaml``: the project's params, evaluating into ``project/<out>``."""
+    raw = read_params(project / "params-base.yaml")
     raw["evaluate"] = {
         "out_dir": str(project / out),
-        "models": ["teacher", "student"],
+        "models": list(PAIR),
         "languages": list(LANGUAGES),
         "extra_sets": {"ood": str(project / "ood")},
         "max_new_tokens": 6,
         "max_clips_per_language": 2,
         "device": "cpu",
     } | evaluate
-    raw["experts"]["out_dir"] = str(project / "experts")  # none trained: the shared path
-    path = project / f"params-{out}.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+    return write_params(project / f"params-{out}.yaml", raw)
 
 
-def check_outputs(out: Path, metrics: dict[str, object]) -> None:
+@dataclass(frozen=True)
+class Evaluation:
+    params: Path
+    out: Path
+    metrics: dict[str, Any]
+    flow_run_id: Any
+
+
+@pytest.fixture(scope="module")
+def evaluation(prefect_harness: None, project: Path) -> Evaluation:
+    """The whole evaluation in one flow run: every model on every set (read only: several
+    tests check it)."""
+    from flows.evaluate import evaluate_flow
+
+    params = evaluate_params(project, "one", models=list(ALL_MODELS))
+    state = evaluate_flow(str(params), return_state=True)
+    metrics = state.result()
+    return Evaluation(params, project / "one", metrics, state.state_details.flow_run_id)
+
+
+def check_outputs(out: Path, metrics: dict[str, object], names: tuple[str, ...] = PAIR) -> None:
     on_disk = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert on_disk == metrics
     assert set(on_disk["sets"]) == {"dev", "ood"}
     for set_name in ("dev", "ood"):
-        assert set(on_disk["sets"][set_name]) == {"teacher", "student"}
-        for model in ("teacher", "student"):
+        assert set(on_disk["sets"][set_name]) == set(names)
+        for model in names:
             langs = on_disk["sets"][set_name][model]["languages"]
             assert set(langs) == set(LANGUAGES)
             for values in langs.values():
@@ -117,29 +140,27 @@ def check_outputs(out: Path, metrics: dict[str, object]) -> None:
     for png in ("wer_by_language.png", "speed_vs_wer.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     csv = pd.read_csv(out / "plots" / "metrics_by_language.csv")
-    assert len(csv) == 2 * 2 * len(LANGUAGES)  # sets x models x languages
+    assert len(csv) == 2 * len(names) * len(LANGUAGES)  # sets x models x languages
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "| teacher |" in report and "| student |" in report
+    assert all(f"| {model} |" in report for model in names)
     assert "plots/wer_by_language.png" in report and "## Set `ood`" in report
     record = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert record["lineage"]["teacher_id"] == record["models"]["teacher"]["id"]
-    assert len((out / "transcripts.jsonl").read_text().splitlines()) == 2 * 2 * 4
+    transcripts = (out / "transcripts.jsonl").read_text().splitlines()
+    assert len(transcripts) == 2 * len(names) * 4  # sets x models x clips
 
 
-def test_run_evaluation_end_to_end(project: Path) -> None:
-    from distilflow.evaluate.stage import run_evaluation
+def test_evaluate_flow_end_to_end(evaluation: Evaluation) -> None:
+    """The outputs on disk, and the report published as the flow run's markdown artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    params = load_params(evaluate_params(project, "core"))
-    metrics, markdown = run_evaluation(params, project / "cache")
-    check_outputs(project / "core", metrics)
-    assert markdown == (project / "core" / "report.md").read_text(encoding="utf-8")
-
-
-def test_evaluate_flow(prefect_harness: None, project: Path) -> None:
-    from flows.evaluate import evaluate_flow
-
-    metrics = evaluate_flow(str(evaluate_params(project, "flow")))
-    check_outputs(project / "flow", metrics)
+    check_outputs(evaluation.out, evaluation.metrics, ALL_MODELS)
+    of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[evaluation.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=of_run)
+    assert artifact.key == "evaluation-report"
+    assert artifact.data == (evaluation.out / "report.md").read_text(encoding="utf-8")
 
 
 def test_missing_student_is_named(project: Path) -> None:
@@ -182,21 +203,20 @@ def without_timings(value: object) -> object:
     return value
 
 
-def test_per_language_stages_merge_into_the_one_process_metrics(project: Path) -> None:
+def test_per_language_stages_merge_into_the_one_process_metrics(
+    project: Path, evaluation: Evaluation
+) -> None:
     """evaluate-lang@en, evaluate-lang@fr, evaluate-experts@fr and the evaluate stage give the
     metrics of one process (speed aside: the clock differs), with the experts model too."""
     from distilflow.evaluate.results import results_path
-    from distilflow.evaluate.stage import run_evaluation, run_language, run_report
+    from flows.evaluate import evaluate_language_flow, evaluate_report_flow
 
-    models = {"models": ["teacher", "student", "experts"]}
-    one = load_params(evaluate_params(project, "one", **models))
-    raw = yaml.safe_load(evaluate_params(project, "fanout", **models).read_text(encoding="utf-8"))
+    raw = read_params(evaluate_params(project, "fanout", models=list(ALL_MODELS)))
     raw["experts"]["languages"] = ["fr"]  # fr's experts model gets its own stage
-    path = project / "params-fanout.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    path = write_params(project / "params-fanout.yaml", raw)
     params = load_params(path)
-    paths = [run_language(params, project / "cache", lang) for lang in LANGUAGES]
-    paths.append(run_language(params, project / "cache", "fr", "experts"))
+    paths = [Path(evaluate_language_flow(str(path), lang)) for lang in LANGUAGES]
+    paths.append(Path(evaluate_language_flow(str(path), "fr", "experts")))
     assert paths[-1] == results_path(params.evaluate.out_dir, "experts", "fr")
     record = json.loads(paths[-1].read_text(encoding="utf-8"))
     assert record["language"] == "fr" and {r["model"] for r in record["results"]} == {"experts"}
@@ -206,8 +226,8 @@ def test_per_language_stages_merge_into_the_one_process_metrics(project: Path) -
     assert en["lineage"]["params_hash"] and en["lineage"]["git_commit"]
     fr = json.loads(paths[1].read_text(encoding="utf-8"))
     assert {r["model"] for r in fr["results"]} == {"teacher", "student"}  # experts: its stage
-    merged, _ = run_report(params, project / "cache")
-    whole, _ = run_evaluation(one, project / "cache")
+    merged = evaluate_report_flow(str(path))
+    whole = evaluation.metrics  # the same models and sets in one flow run
     assert without_timings(merged) == without_timings(whole)
     assert set(merged["models"]) == {"teacher", "student", "experts"}
     assert all(m["peak_memory_mb"] > 0 for m in merged["models"].values())
@@ -215,38 +235,44 @@ def test_per_language_stages_merge_into_the_one_process_metrics(project: Path) -
     assert len(transcripts) == 3 * 2 * 4  # models x sets x clips
 
 
-def test_the_report_refuses_stale_or_missing_languages(project: Path) -> None:
+def test_the_report_refuses_stale_or_missing_languages(
+    prefect_harness: None, project: Path
+) -> None:
+    """The report flow fails on missing, stale or incomplete per-language results (a flow
+    called directly raises what failed it)."""
     from distilflow.evaluate.results import StaleResultsError, results_path
-    from distilflow.evaluate.stage import run_language, run_report
+    from flows.evaluate import evaluate_language_flow, evaluate_report_flow
 
-    params = load_params(evaluate_params(project, "stale"))
+    path = evaluate_params(project, "stale")
     with pytest.raises(FileNotFoundError, match="run its per-language evaluation stage"):
-        run_report(params, None)
+        evaluate_report_flow(str(path))
     for lang in LANGUAGES:
-        run_language(params, None, lang)
-    other = load_params(evaluate_params(project, "stale", max_new_tokens=5))
+        evaluate_language_flow(str(path), lang)
+    other = evaluate_params(
+        project, "stale-other", max_new_tokens=5, out_dir=str(project / "stale")
+    )
     with pytest.raises(StaleResultsError, match="re-run the per-language stage of en"):
-        run_report(other, None)
-    fr = results_path(params.evaluate.out_dir, "languages", "fr")
+        evaluate_report_flow(str(other))
+    fr = results_path(load_params(path).evaluate.out_dir, "languages", "fr")
     record = json.loads(fr.read_text(encoding="utf-8"))
     record["results"][0]["clips"] = record["results"][0]["clips"][:1]  # a clip short
     fr.write_text(json.dumps(record), encoding="utf-8")
     with pytest.raises(StaleResultsError, match=r"teacher on dev: .*\['fr'\]"):
-        run_report(params, None)
+        evaluate_report_flow(str(path))
 
 
-def test_a_release_scored_again_gives_the_evaluations_figures(project: Path) -> None:
+def test_a_release_scored_again_gives_the_evaluations_figures(
+    project: Path, evaluation: Evaluation
+) -> None:
     """What the promotion gate does when the champion was scored on other clips: the release
     decoded again on the evaluation's dev clips gives the evaluation's WER, to the digit; dev
     clips that are no longer the evaluation's are refused by name."""
     from distilflow.evaluate.results import StaleResultsError
-    from distilflow.evaluate.stage import run_evaluation
     from distilflow.register.rescore import decoding_of, score_release
     from distilflow.register.wer_basis import bases_of
 
-    params = load_params(evaluate_params(project, "again", models=["student"], extra_sets={}))
-    metrics, _ = run_evaluation(params, None)
-    lines = (project / "again" / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()
+    params, metrics = load_params(evaluation.params), evaluation.metrics
+    lines = (evaluation.out / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()
     bases = bases_of([json.loads(x) for x in lines], "student", "dev", decoding_of(params))
     assert sorted(bases) == list(LANGUAGES)
     student = project / "student" / "model"
@@ -257,13 +283,12 @@ def test_a_release_scored_again_gives_the_evaluations_figures(project: Path) -> 
         score_release(params, student, ["fr"], bases | {"fr": "other clips"})
 
 
-def test_a_language_without_clips_writes_empty_results(project: Path) -> None:
-    from distilflow.evaluate.stage import run_language
+def test_a_language_without_clips_writes_empty_results(
+    prefect_harness: None, project: Path
+) -> None:
+    from flows.evaluate import evaluate_language_flow
 
-    raw = yaml.safe_load(evaluate_params(project, "empty").read_text(encoding="utf-8"))
-    raw["evaluate"]["languages"] = ["en", "fr", "es"]
-    path = project / "params-empty.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    path = evaluate_params(project, "empty", languages=["en", "fr", "es"])
     (project / "filtered" / "manifests" / "es.parquet").write_bytes(
         (project / "filtered" / "manifests" / "fr.parquet").read_bytes()
     )
@@ -271,7 +296,7 @@ def test_a_language_without_clips_writes_empty_results(project: Path) -> None:
         project / "filtered" / "manifests" / "es.parquet"
     )
     try:
-        out = run_language(load_params(path), None, "es")
+        out = Path(evaluate_language_flow(str(path), "es"))
         record = json.loads(out.read_text(encoding="utf-8"))
         assert record["results"] == [] and record["sets"] == {}
     finally:

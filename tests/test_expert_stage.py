@@ -8,14 +8,11 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from distilflow.config import load_params
+from distilflow.experts.report import ExpertsReport, ExpertsSkipped
 
-from .conftest import Crash, CrashAfter
-from .test_student_stage import prepared, student_params, tiny_teacher
-
-__all__ = ["prepared", "tiny_teacher"]  # module-scoped fixtures shared with the student tests
+from .helpers import SHORT_TRAINING, Crash, CrashAfter, read_params, student_params, write_params
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +30,13 @@ def student_dir(prepared: Path, tiny_teacher: Path) -> Path:
 
 
 def expert_params(prepared: Path, teacher: Path, out: Path, **kw: Any) -> Path:
-    path = student_params(prepared, teacher)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = read_params(student_params(prepared, teacher))
+    four_steps = SHORT_TRAINING | {"max_steps": 4, "eval_max_new_tokens": 4}
     raw["experts"].update(
-        languages=["es", "fr"],
-        out_dir=str(out),
-        max_steps=4,
-        batch_size=2,
-        eval_every=2,
-        save_every=2,
-        warmup_steps=1,
-        eval_max_new_tokens=4,
-        progress=False,
-        rank=2,
-        gate_width=4,
+        four_steps, languages=["es", "fr"], out_dir=str(out), rank=2, gate_width=4
     )
     raw["experts"].update(kw)
-    path = out.parent / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+    return write_params(out.parent / f"{out.name}.yaml", raw)
 
 
 def test_experts_flow_trains_each_language(
@@ -105,11 +90,12 @@ def test_baselines_train_on_the_same_budget(
         prepared / "cache",
         NullTracker(),
     )
-    assert report["steps"] == 4 and report["method"] == method
+    assert isinstance(report, ExpertsReport)
+    assert report.steps == 4 and report.method == method
     if method == "lora":
-        assert report["trained_parameters"] < report["inference_parameters"] // 10
+        assert report.trained_parameters < report.inference_parameters // 10
     else:
-        assert report["trained_parameters"] < report["inference_parameters"]  # no encoder
+        assert report.trained_parameters < report.inference_parameters  # no encoder
 
 
 def test_language_without_clips_is_skipped_with_a_reason(
@@ -137,7 +123,7 @@ def test_language_without_clips_is_skipped_with_a_reason(
         )
     finally:
         empty.unlink()
-    assert report["skipped"] == "no training clips for this language"
+    assert report == ExpertsSkipped("xx", "experts", "no training clips for this language")
     assert (prepared / "skip" / "xx" / "report.json").exists()
 
 
@@ -148,7 +134,7 @@ def test_killed_expert_training_resumes_exactly(
     from distilflow.models.experts import expert_path
     from distilflow.training.loop import NullTracker
 
-    def run(out: str, tracker: Any) -> dict[str, Any]:
+    def run(out: str, tracker: Any) -> ExpertsReport | ExpertsSkipped:
         params = load_params(
             expert_params(prepared, tiny_teacher, prepared / out, max_steps=6, eval_every=3)
         )
@@ -167,7 +153,8 @@ def test_killed_expert_training_resumes_exactly(
     with pytest.raises(Crash):
         run("crashed", CrashAfter(3))
     resumed = run("crashed", NullTracker())
-    assert resumed["resumed"] and resumed["history"] == straight["history"]
+    assert isinstance(resumed, ExpertsReport) and isinstance(straight, ExpertsReport)
+    assert resumed.resumed and resumed.history == straight.history
     from safetensors.torch import load_file
 
     a = load_file(str(expert_path(prepared / "straight", "it")))

@@ -25,7 +25,7 @@ from distilflow.export.verify import (
 from distilflow.models.ct2 import float_variables, hf_to_ct2_variables, read_ct2_model
 from distilflow.testing import save_tiny_whisper, tiny_whisper
 from distilflow.training.data import prompt_ids
-from tests.conftest import REPO_ROOT, tone
+from tests.helpers import REPO_ROOT, tone
 
 FASTER_WHISPER_FILES = {"model.bin", "config.json", "tokenizer.json", "vocabulary.json"}
 

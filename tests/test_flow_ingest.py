@@ -5,40 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from .conftest import REPO_ROOT, audio_bytes, tone, write_audiofolder
+from .helpers import corpus_entries, read_params, write_audiofolder, write_params
 
 
 def small_params(tmp_path: Path, src: Path, out: Path) -> Path:
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    raw["ingest"]["sources"] = [{"kind": "audiofolder", "uri": str(src)}]
-    raw["ingest"]["out_dir"] = str(out)
-    raw["ingest"]["progress"] = False
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
-
-
-def small_folder(root: Path) -> Path:
-    return write_audiofolder(
-        root,
-        [
-            {
-                "file_name": "a.wav",
-                "bytes": audio_bytes(tone(1.0)),
-                "text": "one",
-                "language": "en",
-            },
-            {
-                "file_name": "b.wav",
-                "bytes": audio_bytes(tone(1.0, freq=300)),
-                "text": "deux",
-                "language": "fr",
-            },
-            {"file_name": "bad.wav", "bytes": b"not audio", "text": "x", "language": "en"},
-        ],
+    raw = read_params()
+    raw["ingest"].update(
+        sources=[{"kind": "audiofolder", "uri": str(src)}], out_dir=str(out), progress=False
     )
+    return write_params(tmp_path / "params.yaml", raw)
 
 
 def test_ingest_flow_runs_under_prefect(prefect_harness: None, tmp_path: Path) -> None:
@@ -47,7 +23,7 @@ def test_ingest_flow_runs_under_prefect(prefect_harness: None, tmp_path: Path) -
     from flows.ingest import ingest_flow
 
     out = tmp_path / "out"
-    params = small_params(tmp_path, small_folder(tmp_path / "src"), out)
+    params = small_params(tmp_path, write_audiofolder(tmp_path / "src", corpus_entries()), out)
     state = ingest_flow(str(params), return_state=True)
     assert state.is_completed()
     report = state.result()

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT
+
 INFRA = REPO_ROOT / "infra"
 COMPOSE_FILE = INFRA / "compose.yaml"
 DOCKERFILES = {

@@ -17,7 +17,7 @@ from distilflow.ingest.stage import check_language, check_samples, ingest, resol
 from distilflow.manifest import read_lineage, read_manifest
 from distilflow.sources import iter_items
 
-from .conftest import audio_bytes, tone, write_audiofolder
+from .helpers import DEMO_CORPUS, audio_bytes, tone, write_audiofolder
 
 
 def config(src: Path, out: Path, **kw: object) -> IngestConfig:
@@ -163,13 +163,11 @@ def test_every_bad_kind_is_quarantined_with_its_reason(messy: Path, tmp_path: Pa
     ]
     assert [c["source_id"] for c in conflicts] == ["good_en.wav"]
     report = result.report
-    assert report["input"] == 18 == report["kept"] + report["quarantined"]
-    assert report["kept"] == 5  # good_en, good_fr, stereo, unlabelled, orphan
-    assert (
-        sum(report["by_reason"].values()) == report["quarantined"] == len(EXPECTED_QUARANTINE) + 1
-    )
+    assert report.input == 18 == report.kept + report.quarantined
+    assert report.kept == 5  # good_en, good_fr, stereo, unlabelled, orphan
+    assert sum(report.by_reason.values()) == report.quarantined == len(EXPECTED_QUARANTINE) + 1
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk == report
+    assert on_disk == report.to_dict()
 
 
 def test_quarantined_bytes_are_kept(messy: Path, tmp_path: Path) -> None:
@@ -212,8 +210,8 @@ def test_rerun_does_no_work_and_new_files_only_are_processed(messy: Path, tmp_pa
     (messy / "new_fr.wav").write_bytes(audio_bytes(tone(0.8, freq=1200)))
     third = run(cfg)
     assert third.decoded == 1  # only the new file
-    assert third.report["input"] == first.report["input"] + 1
-    assert third.report["kept"] == first.report["kept"] + 1
+    assert third.report.input == first.report.input + 1
+    assert third.report.kept == first.report.kept + 1
 
 
 def test_changed_rules_reexamine(messy: Path, tmp_path: Path) -> None:
@@ -242,8 +240,8 @@ def test_duplicates_across_sources_collapse(messy: Path, tmp_path: Path) -> None
         cfg, sources=[*cfg.sources, SourceConfig(kind="audiofolder", uri=str(other))]
     )
     report = run(cfg).report
-    assert report["by_reason"]["duplicate"] == 2
-    assert report["input"] == report["kept"] + report["quarantined"]
+    assert report.by_reason["duplicate"] == 2
+    assert report.input == report.kept + report.quarantined
 
 
 def test_killed_write_leaves_no_partial_file(messy: Path, tmp_path: Path, monkeypatch) -> None:
@@ -257,7 +255,7 @@ def test_killed_write_leaves_no_partial_file(messy: Path, tmp_path: Path, monkey
         run(config(messy, out))
     assert not list(out.rglob("*.flac")) and not list(out.rglob("*.tmp"))
     monkeypatch.undo()
-    assert run(config(messy, out)).report["kept"] == 5
+    assert run(config(messy, out)).report.kept == 5
 
 
 def test_rules_are_pure() -> None:
@@ -273,13 +271,9 @@ def test_rules_are_pure() -> None:
 
 
 def test_demo_corpus_ingests_whole(tmp_path: Path) -> None:
-    from .conftest import REPO_ROOT
-
-    cfg = config(
-        REPO_ROOT / "demo" / "asterisk", tmp_path / "out", languages=["en", "es", "fr", "it", "ru"]
-    )
+    cfg = config(DEMO_CORPUS, tmp_path / "out", languages=["en", "es", "fr", "it", "ru"])
     report = run(cfg).report
-    assert report["kept"] == 150 and report["quarantined"] == 0
-    assert {lang: row["kept"] for lang, row in report["by_language"].items()} == dict.fromkeys(
+    assert report.kept == 150 and report.quarantined == 0
+    assert {lang: row.kept for lang, row in report.by_language.items()} == dict.fromkeys(
         ["en", "es", "fr", "it", "ru"], 30
     )

@@ -13,42 +13,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import yaml
 
 from distilflow.label.cache import LabelCache
 from distilflow.label.teacher import Clip, GenerationSettings, avg_logprobs, batches
 
-from .conftest import REPO_ROOT
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from distilflow.testing import save_tiny_whisper
-
-    return save_tiny_whisper(tmp_path_factory.mktemp("tiny") / "model")
-
-
-def project_params(tmp_path: Path, teacher: Path, **teacher_kw: object) -> Path:
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    raw["ingest"]["sources"] = [
-        {"kind": "audiofolder", "uri": str(REPO_ROOT / "demo" / "asterisk")}
-    ]
-    raw["ingest"]["out_dir"] = str(tmp_path / "ingest")
-    raw["ingest"]["progress"] = False
-    raw["label"].update(
-        model=str(teacher),
-        out_dir=str(tmp_path / "labels"),
-        progress=False,
-        max_new_tokens=8,
-        batch_size=8,
-        shard_size=40,
-    )
-    raw["label"].update(teacher_kw)
-    raw["filter"]["out_dir"] = str(tmp_path / "filtered")
-    raw["paths"]["cache_dir"] = str(tmp_path / "cache")
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+from .helpers import DEMO_CORPUS, project_params
 
 
 def test_batches_group_by_language_and_sort_by_length() -> None:
@@ -131,7 +100,7 @@ def tiny_labeller(tiny_dir: Path, **kw: Any) -> Any:
 
 
 def test_undetermined_language_is_detected_and_recorded(tiny_dir: Path, tmp_path: Path) -> None:
-    demo = REPO_ROOT / "demo" / "asterisk" / "audio"
+    demo = DEMO_CORPUS / "audio"
     clip = next(iter(sorted(demo.glob("fr_*.flac"))))
     labeller = tiny_labeller(tiny_dir)
     (forced,) = labeller.label([Clip("h1", str(clip), "fr", 1.0)])
@@ -150,7 +119,7 @@ def test_labelling_stores_the_encoder_states_the_student_stage_reads(
     from distilflow.models.encoder_cache import EncoderCache, module_hash
     from distilflow.training.states import EncoderStates
 
-    demo = REPO_ROOT / "demo" / "asterisk" / "audio"
+    demo = DEMO_CORPUS / "audio"
     paths = {f"h{i}": str(p) for i, p in enumerate(sorted(demo.glob("es_*.flac"))[:3])}
     loaded = load_whisper(str(tiny_dir))
     encoder = loaded.model.model.encoder
@@ -195,13 +164,12 @@ def test_killed_labelling_resumes_without_relabelling(tiny_dir: Path, tmp_path: 
     script = tmp_path / "label.py"
     script.write_text(KILL_SCRIPT, encoding="utf-8")
     args = [sys.executable, str(script), cfg.out_dir, str(tiny_dir), str(tmp_path / "cache")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     cache_dirs = tmp_path / "cache"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(cache_dirs.rglob("*.parquet"))) < 5:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with subprocess.Popen(args, stdout=subprocess.DEVNULL) as proc:  # waited for on exit
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list(cache_dirs.rglob("*.parquet"))) < 5:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
     from distilflow.models import load_whisper
 
     settings = GenerationSettings("transformers", 8, 1, False)

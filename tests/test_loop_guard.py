@@ -111,16 +111,15 @@ def test_the_consumer_decodes_with_the_guard_by_default() -> None:
 def test_params_decode_section_is_optional_and_checked(tmp_path: object) -> None:
     from pathlib import Path
 
-    import yaml
+    from .helpers import REPO_ROOT, read_params, write_params
 
-    params = load_params("params.yaml")
+    params = load_params(REPO_ROOT / "params.yaml")
     assert guard_of(params.decode) == LoopGuard(3, 12)
-    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw = read_params()
     raw.pop("decode", None)
-    path = Path(str(tmp_path)) / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path = write_params(Path(str(tmp_path)) / "params.yaml", raw)
     assert guard_of(load_params(path).decode) == LoopGuard(3, 12)
     raw["decode"] = {"loop_repeats": 1}
-    path.write_text(yaml.safe_dump(raw))
+    write_params(path, raw)
     with pytest.raises(ConfigError, match="decode: loop_repeats"):
         load_params(path)

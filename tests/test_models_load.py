@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,7 @@ from distilflow.models.registry_whisper import (
 )
 from distilflow.testing import save_tiny_whisper, tiny_whisper, write_ct2_dir
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_whisper(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+from .helpers import ASTERISK
 
 
 @pytest.fixture(scope="module")
@@ -191,11 +185,6 @@ def test_registry_sha_mismatch_leaves_nothing_behind(
 # --- real weights --------------------------------------------------------------------------
 
 
-def _shared_data() -> Path:
-    env = os.environ.get("DISTILFLOW_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
 def _clips(corpus: Path, per_language: int = 1) -> list[dict[str, Any]]:
     """The first 2-8 s clip of each language, in metadata order."""
     rows = [json.loads(line) for line in (corpus / "metadata.jsonl").read_text().splitlines()]
@@ -210,7 +199,7 @@ def _clips(corpus: Path, per_language: int = 1) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_whisper_base_matches_ctranslate2_greedy() -> None:
-    corpus = _shared_data() / "asterisk-dev"
+    corpus = ASTERISK
     if not (corpus / "metadata.jsonl").is_file():
         pytest.skip(f"speech corpus not found at {corpus} (set DISTILFLOW_SHARED_DATA)")
     ctranslate2 = pytest.importorskip("ctranslate2")

@@ -14,8 +14,15 @@ from typing import Any
 
 import pytest
 
-from tests.prefect_server import prefect_env, prefect_server
-from tests.stack import PG, postgres_database, start_process, stop_process, venv_bin
+from tests.stack import (
+    PG,
+    postgres_database,
+    prefect_env,
+    prefect_server,
+    start_process,
+    stop_process,
+    venv_bin,
+)
 from tests.test_infra import JOB_TEMPLATES, flag, service
 
 pytestmark = pytest.mark.postgres

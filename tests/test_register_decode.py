@@ -20,6 +20,7 @@ import torch
 
 from distilflow.config import DecodeConfig, RegisterConfig, TrackingConfig, load_params
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, NO_GUARD, LoopGuard
+from distilflow.lineage import Lineage
 from distilflow.register.consumer import RegisteredWhisper, token_budget
 from distilflow.register.decode_file import (
     DECODE_FILE,
@@ -29,6 +30,7 @@ from distilflow.register.decode_file import (
     write_decode,
 )
 from distilflow.register.release import assemble
+from distilflow.student.report import StudentReport, StudentSummary, TeacherSummary
 from distilflow.testing import save_tiny_whisper
 
 from .helpers import read_params, write_params
@@ -256,8 +258,18 @@ def test_register_stage_writes_the_side_file(tiny_dir: Path, tmp_path: Path) -> 
     params = load_params(write_params(tmp_path / "params.yaml", raw))
     student = tmp_path / "student" / "model"
     shutil.copytree(tiny_dir, student)
-    report = {"student": {"dev_wer": {"fr": 0.4}}, "teacher": {}, "lineage": {}}
-    (tmp_path / "student" / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    StudentReport(
+        TeacherSummary("t", "t0", {"fr": 0.3}, 0.3, 20),
+        StudentSummary([0], "padded", 10, 2, {"fr": 0.4}, 0.4),
+        train_clips=5,
+        dev_clips=1,
+        train_languages={"fr": 5},
+        steps=2,
+        resumed=False,
+        encoder_states_computed=0,
+        history=[],
+        lineage=Lineage("c", "p", "i"),
+    ).write(tmp_path / "student" / "report.json")
 
     cand = student_candidate(params, tmp_path / "dvc.lock")
     assert cand.model_dir == tmp_path / "registry" / "model"

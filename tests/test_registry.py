@@ -17,15 +17,15 @@ from transformers import LogitsProcessorList, WhisperForConditionalGeneration, W
 
 from distilflow.config import RegisterConfig, TrackingConfig, load_params
 from distilflow.decoding.loop_guard import LoopGuard
+from distilflow.lineage import Lineage
 from distilflow.register.consumer import RegisteredWhisper
-from distilflow.register.registry import (
-    Candidate,
-    Registration,
-    load_registered,
-    register_model_dir,
-)
+from distilflow.register.download import load_registered
+from distilflow.register.registry import Candidate, Registration, register_model_dir
 from distilflow.student.build import SIDE_FILE
+from distilflow.student.report import StudentReport, StudentSummary, TeacherSummary
 from distilflow.testing import save_tiny_whisper
+
+from .helpers import read_params, write_params
 
 NAME = "test-student"
 TOKENS = 12  # max_new_tokens: a random model babbles; keep it short
@@ -215,21 +215,25 @@ def test_register_task_writes_decision_json(
     """The Prefect task's body (no server): report.json metrics, dvc.lock hash, decision.json."""
     from tasks.register import register_student, student_candidate
 
-    raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
+    raw = read_params()
     raw["student"]["out_dir"] = str(tmp_path / "student")
     raw["register"]["out_dir"] = str(tmp_path / "registry")
     raw["evaluate"]["out_dir"] = str(tmp_path / "evaluate")
     raw["tracking"]["uri"] = tracking.uri
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
-    params = load_params(tmp_path / "params.yaml")
+    params = load_params(write_params(tmp_path / "params.yaml", raw))
     model_dir(tmp_path / "student", 0).rename(tmp_path / "student" / "model")
-    report = {
-        "student": {"dev_wer": {"en": 0.25, "ru": float("nan")}, "parameters": 10},
-        "teacher": {"model": "pypi:whisper-base", "dev_wer": {"en": 0.2}},
-        "train_clips": 5,
-        "lineage": lineage(1),
-    }
-    (tmp_path / "student" / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    StudentReport(
+        TeacherSummary("pypi:whisper-base", "t0", {"en": 0.2}, 0.2, 20),
+        StudentSummary([0], "padded", 10, 2, {"en": 0.25, "ru": float("nan")}, 0.25),
+        train_clips=5,
+        dev_clips=1,
+        train_languages={"en": 5},
+        steps=2,
+        resumed=False,
+        encoder_states_computed=0,
+        history=[],
+        lineage=Lineage(**lineage(1)),
+    ).write(tmp_path / "student" / "report.json")
     lock = tmp_path / "dvc.lock"
     lock.write_text(
         yaml.safe_dump(

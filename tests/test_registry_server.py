@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from distilflow.config import RegisterConfig, TrackingConfig
-from distilflow.register.registry import Candidate, load_registered, register_model_dir
+from distilflow.register.download import load_registered
+from distilflow.register.registry import Candidate, register_model_dir
 from distilflow.testing import save_tiny_whisper
 from tests.stack import (
     PG,

@@ -19,7 +19,7 @@ from bench.results_project import (
 )
 from distilflow.config import load_params
 
-from .conftest import REPO_ROOT, audio_bytes, tone, write_audiofolder
+from .helpers import REPO_ROOT, audio_bytes, read_params, tone, write_audiofolder, write_params
 
 
 def corpus_rows(per_language: int = 10) -> list[dict[str, object]]:
@@ -64,16 +64,14 @@ def test_write_split_copies_audio_into_two_audiofolders(tmp_path: Path) -> None:
 
 
 def test_results_params_pass_the_config_checks(tmp_path: Path) -> None:
-    raw = results_params(tmp_path / "cache")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    params = load_params(tmp_path / "params.yaml")
+    params = load_params(write_params(tmp_path / "params.yaml", results_params(tmp_path / "cache")))
     assert params.evaluate.extra_sets == {TEST: f"corpus/{TEST}"}
     assert params.ingest.sources[0].uri == f"corpus/{TRAIN}"
     assert params.student.max_steps == 300
 
 
 def test_stage_order_names_every_stage_of_dvc_yaml_after_its_deps() -> None:
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params = read_params()
     dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     names = set()
     for name, stage in dvc.items():
@@ -141,7 +139,7 @@ def test_page_tables_and_anchors_state_the_figures() -> None:
     text = anchors(wer, figures["speed"], ["en", "fr"])
     assert "+0.0 WER points" in text and "1.25x" in text and "**Not met.**" in text
     assert "or tied in 1 of 1 languages, better than the student alone in 0" in text
-    page = render(figures, metrics, {"steps": 3, "best_step": 2}, None, Path("asterisk-dev"))
+    page = render(figures, metrics, None, None, Path("asterisk-dev"))
     assert "promoted" in page and "python -m bench.results c" in page
     assert not any(math.isnan(v) for v in wer["teacher"].values())
 

@@ -29,18 +29,18 @@ from distilflow.ingest.inbox import (
 )
 from tasks.retrain import plan_stages, stages_ran, summary_markdown
 
-from .conftest import REPO_ROOT, audio_bytes, tone, write_audiofolder
-from .prefect_server import prefect_server, process_worker, wait_for_run
-from .projects import (
+from .helpers import (
+    REPO_ROOT,
+    audio_bytes,
     drop_into_inbox,
-    init_repos,
-    make_project,
     project_env,
     read_params,
     run_in,
+    tone,
+    write_audiofolder,
     write_params,
 )
-from .stack import venv_bin
+from .stack import prefect_server, process_worker, venv_bin, wait_for_run
 
 PREFECT = venv_bin("prefect")
 
@@ -185,9 +185,9 @@ def test_a_second_retrain_waits_for_the_first(prefect_harness: None, tmp_path: P
 
     proj = tmp_path / "proj"
     proj.mkdir()
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw = read_params()
     raw["retrain"].update(concurrency_limit="test-retrain-lock", lock_timeout_s=2)
-    (proj / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    write_params(proj / "params.yaml", raw)
     ensure_concurrency_limit.fn("test-retrain-lock")
     with concurrency("test-retrain-lock", strict=True):  # the running retrain
         state = retrain_flow(str(proj), ["fr"], return_state=True)
@@ -227,13 +227,15 @@ def schedule_soon(proj: Path, seconds: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # two retrains of 13 and 8 stages: 6-10 min on 2 busy cores
-def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> None:
+def test_scheduled_and_triggered_retrains_on_a_real_server(
+    tiny_project: Path, tmp_path: Path
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    proj = make_project(tmp_path)
+    proj = tiny_project
     home = tmp_path / "prefect-home"
     logs = [tmp_path / "server.log", tmp_path / "worker.log"]
     fast_scheduler = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
@@ -242,7 +244,6 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(tmp_path: Path) -> No
         temporary_settings({PREFECT_API_URL: url}),
     ):
         env = project_env(proj, PREFECT_API_URL=url, PREFECT_HOME=str(home))
-        init_repos(proj, env)
         # `distilflow deploy`: the process pool, then the real prefect.yaml as it is (weekly
         # cron, interval watcher, one slot each)
         run_in(proj, env, sys.executable, "-m", "flows.cli", "--project", str(proj), "deploy")
@@ -381,7 +382,7 @@ def read_runs(proj: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_a_failed_stage_keeps_what_ran_and_the_next_run_resumes(
-    prefect_harness: None, tmp_path: Path
+    prefect_harness: None, tiny_project: Path, tmp_path: Path
 ) -> None:
     """The label stage fails (its teacher is missing): ingestion stays committed; once the
     teacher is back, the next retrain skips ingestion and resumes at labelling."""
@@ -389,14 +390,13 @@ def test_a_failed_stage_keeps_what_ran_and_the_next_run_resumes(
 
     from flows.retrain import retrain_flow
 
-    proj = make_project(tmp_path)
+    proj = tiny_project
     env = project_env(proj, PREFECT_API_URL=str(get_current_settings().api.url))
-    init_repos(proj, env)
-    raw = read_params(proj)
+    raw = read_params(proj / "params.yaml")
     teacher = raw["label"]["model"]
     raw["label"]["model"] = str(tmp_path / "no-such-teacher")
     raw["retrain"]["full_stages"] = ["label"]  # ingest -> label: enough to show the resume
-    write_params(proj, raw)
+    write_params(proj / "params.yaml", raw)
     failed = retrain_flow(str(proj), return_state=True)
     assert failed.is_failed()
     message = str(failed.result(raise_on_failure=False))
@@ -404,7 +404,7 @@ def test_a_failed_stage_keeps_what_ran_and_the_next_run_resumes(
     assert "no-such-teacher': no such model directory" in message
     assert (proj / "data" / "ingest" / "report.json").is_file()
     raw["label"]["model"] = teacher
-    write_params(proj, raw)
+    write_params(proj / "params.yaml", raw)
     record = retrain_flow(str(proj))
     assert record["ran"] == ["label"]  # ingestion is not redone
     assert (proj / "data" / "labels" / "report.json").is_file()

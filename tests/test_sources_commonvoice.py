@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from distilflow.sources.base import (
     BAD_METADATA,
     MISSING_FILE,
     PATH_ESCAPES_ROOT,
     SourceError,
-    SourceItem,
 )
 from distilflow.sources.commonvoice import CommonVoiceSource, looks_like_locale
 
+from .helpers import by_id, tone_bytes
+
 HEADER = "client_id\tpath\tsentence\tup_votes\tdown_votes\tage\tgender\taccents\tlocale\tsegment"
-
-
-def sine_bytes(freq: float = 440.0, seconds: float = 0.2, fmt: str = "MP3") -> bytes:
-    """Encoded audio of a sine wave (16 kHz mono)."""
-    t = np.arange(int(16_000 * seconds)) / 16_000
-    buffer = io.BytesIO()
-    sf.write(buffer, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000, format=fmt)
-    return buffer.getvalue()
 
 
 def cv_row(client: str, path: str, sentence: str, locale: str = "fr") -> str:
@@ -46,7 +36,7 @@ def make_release(root: Path, lines: list[str], clips: dict[str, bytes], split: s
 @pytest.fixture
 def release(tmp_path: Path) -> Path:
     """A French release: good rows, an escape, a missing clip and malformed rows."""
-    clips = {"cv_fr_1.mp3": sine_bytes(440), "cv_fr_2.mp3": sine_bytes(660)}
+    clips = {"cv_fr_1.mp3": tone_bytes(440, "MP3"), "cv_fr_2.mp3": tone_bytes(660, "MP3")}
     (tmp_path / "secret.mp3").write_bytes(b"not yours")
     lines = [
         HEADER,
@@ -61,11 +51,6 @@ def release(tmp_path: Path) -> Path:
         "",
     ]
     return make_release(tmp_path / "fr", lines, clips, "validated")
-
-
-def by_id(items: list[SourceItem]) -> dict[str, SourceItem]:
-    """Items keyed by source_id."""
-    return {item.source_id: item for item in items}
 
 
 def test_good_rows_give_text_language_speaker_and_bytes(release: Path) -> None:
@@ -111,7 +96,7 @@ def test_minimal_columns_and_configured_language(tmp_path: Path) -> None:
     root = make_release(
         tmp_path / "cv-corpus-17",
         ["path\tsentence", "a.mp3\tHola.", "b.mp3\t"],
-        {"a.mp3": sine_bytes(), "b.mp3": sine_bytes(330)},
+        {"a.mp3": tone_bytes(fmt="MP3"), "b.mp3": tone_bytes(330, "MP3")},
         "test",
     )
     plain = by_id(list(CommonVoiceSource(root, split="test").items()))
@@ -131,7 +116,9 @@ def test_locale_column_wins_over_configured_language(release: Path) -> None:
 
 def test_invalid_utf8_row_is_bad_metadata(tmp_path: Path) -> None:
     root = tmp_path / "ca"
-    make_release(root, ["path\tsentence", "a.mp3\tBon dia."], {"a.mp3": sine_bytes()}, "dev")
+    make_release(
+        root, ["path\tsentence", "a.mp3\tBon dia."], {"a.mp3": tone_bytes(fmt="MP3")}, "dev"
+    )
     with (root / "dev.tsv").open("ab") as fh:
         fh.write(b"b.mp3\tbad \xff byte\n")
     items = list(CommonVoiceSource(root, split="dev").items())

@@ -13,8 +13,10 @@ import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict, disable_progress_bars
 from datasets import config as datasets_config
 
-from distilflow.sources.base import BAD_METADATA, MISSING_FILE, SourceError, SourceItem
+from distilflow.sources.base import BAD_METADATA, MISSING_FILE, SourceError
 from distilflow.sources.hf import HFDatasetSource
+
+from .helpers import by_id, tone, tone_bytes
 
 disable_progress_bars()
 
@@ -23,19 +25,6 @@ disable_progress_bars()
 def _private_datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """load_dataset writes lock files under its cache: keep them in the test's folder."""
     monkeypatch.setattr(datasets_config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-
-
-def sine(freq: float = 440.0, seconds: float = 0.2, sr: int = 16_000) -> np.ndarray:
-    """A float32 sine wave."""
-    t = np.arange(int(sr * seconds)) / sr
-    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def encoded(freq: float = 440.0, fmt: str = "FLAC") -> bytes:
-    """Encoded audio bytes of a sine wave (16 kHz mono)."""
-    buffer = io.BytesIO()
-    sf.write(buffer, sine(freq), 16_000, format=fmt)
-    return buffer.getvalue()
 
 
 def audio_dataset(columns: dict[str, list[object]], audio: list[dict[str, object]]) -> Dataset:
@@ -47,27 +36,22 @@ def audio_dataset(columns: dict[str, list[object]], audio: list[dict[str, object
     return Dataset(table).cast_column("audio", Audio())
 
 
-def by_id(items: list[SourceItem]) -> dict[str, SourceItem]:
-    """Items keyed by source_id."""
-    return {item.source_id: item for item in items}
-
-
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
     """A DatasetDict (train, test) saved with save_to_disk; ``train`` has no id column."""
     clip = tmp_path / "on_disk.wav"
-    clip.write_bytes(encoded(550, "WAV"))
+    clip.write_bytes(tone_bytes(550, "WAV"))
     train = audio_dataset(
         {"sentence": ["Bonjour.", " ", "Hallo."], "language": ["fr", "fr", None]},
         [
-            {"bytes": encoded(440), "path": "a.flac"},
+            {"bytes": tone_bytes(440), "path": "a.flac"},
             {"bytes": None, "path": str(clip)},  # save_to_disk embeds this file's bytes
-            {"bytes": encoded(880), "path": "c.flac"},
+            {"bytes": tone_bytes(880), "path": "c.flac"},
         ],
     )
     test = audio_dataset(
         {"id": ["utt-1", "utt-2"], "text": ["One.", "Two."], "speaker_id": ["s1", "s2"]},
-        [{"bytes": encoded(300), "path": None}, {"bytes": encoded(350), "path": None}],
+        [{"bytes": tone_bytes(300), "path": None}, {"bytes": tone_bytes(350), "path": None}],
     )
     DatasetDict({"train": train, "test": test}).save_to_disk(tmp_path / "dd")
     return tmp_path / "dd"
@@ -79,8 +63,8 @@ def test_saved_dataset_dict_train_split(saved: Path) -> None:
     assert [i.text for i in items] == ["Bonjour.", None, "Hallo."]
     assert [i.language for i in items] == ["fr", "fr", "de"]  # missing: configured language
     assert all(i.problem is None and i.source == str(saved) for i in items)
-    assert items[0].read() == encoded(440)
-    assert items[1].read() == encoded(550, "WAV")  # embedded by save_to_disk
+    assert items[0].read() == tone_bytes(440)
+    assert items[1].read() == tone_bytes(550, "WAV")  # embedded by save_to_disk
 
 
 def test_saved_split_with_id_column_and_text_fallback(saved: Path) -> None:
@@ -91,7 +75,7 @@ def test_saved_split_with_id_column_and_text_fallback(saved: Path) -> None:
     assert items["utt-2"].language is None
     data = items["utt-1"].read()
     samples, sr = sf.read(io.BytesIO(data), dtype="float32")
-    assert sr == 16_000 and np.allclose(samples, sine(300), atol=1e-4)
+    assert sr == 16_000 and np.allclose(samples, tone(0.2, freq=300), atol=1e-4)
 
 
 def test_missing_split_and_missing_audio_column(saved: Path) -> None:
@@ -110,15 +94,15 @@ def test_single_saved_dataset_with_path_column(tmp_path: Path) -> None:
             "client_id": ["c1", "c2"],
         },
         [
-            {"bytes": encoded(400, "MP3"), "path": None},
-            {"bytes": encoded(500, "MP3"), "path": None},
+            {"bytes": tone_bytes(400, "MP3"), "path": None},
+            {"bytes": tone_bytes(500, "MP3"), "path": None},
         ],
     )
     ds.save_to_disk(tmp_path / "single")
     items = list(HFDatasetSource(str(tmp_path / "single"), split="validation").items())
     assert [i.source_id for i in items] == ["common_voice_ca_1.mp3", "common_voice_ca_2.mp3"]
     assert [(i.language, i.speaker) for i in items] == [("ca", "c1"), ("ca", "c2")]
-    assert items[1].read() == encoded(500, "MP3")
+    assert items[1].read() == tone_bytes(500, "MP3")
     forced = list(
         HFDatasetSource(str(tmp_path / "single"), language_column=None, language="es").items()
     )
@@ -130,7 +114,7 @@ def test_raw_array_rows_are_encoded_to_wav(tmp_path: Path) -> None:
         {
             "audio": pa.array(
                 [
-                    {"array": sine(440, sr=8_000).tolist(), "sampling_rate": 8_000},
+                    {"array": tone(0.2, 8_000, 440).tolist(), "sampling_rate": 8_000},
                     {"array": None, "sampling_rate": None},
                 ]
             ),
@@ -141,7 +125,7 @@ def test_raw_array_rows_are_encoded_to_wav(tmp_path: Path) -> None:
     items = list(HFDatasetSource(str(tmp_path / "raw")).items())
     assert items[0].problem is None and items[0].text == "raw"
     samples, sr = sf.read(io.BytesIO(items[0].read()), dtype="float32")
-    assert sr == 8_000 and np.array_equal(samples, sine(440, sr=8_000))
+    assert sr == 8_000 and np.array_equal(samples, tone(0.2, 8_000, 440))
     assert items[1].problem == BAD_METADATA
 
 
@@ -149,7 +133,7 @@ def test_streamed_parquet_folder_with_path_strings(tmp_path: Path) -> None:
     """A local data folder goes through load_dataset(streaming=True), as a hub id would."""
     folder = tmp_path / "pq"
     (folder / "clips").mkdir(parents=True)
-    (folder / "clips" / "x.wav").write_bytes(encoded(700, "WAV"))
+    (folder / "clips" / "x.wav").write_bytes(tone_bytes(700, "WAV"))
     table = pa.table(
         {
             "audio": ["clips/x.wav", str(tmp_path / "gone.wav"), None],
@@ -160,7 +144,7 @@ def test_streamed_parquet_folder_with_path_strings(tmp_path: Path) -> None:
     pq.write_table(table, folder / "train.parquet")
     items = list(HFDatasetSource(str(folder), streaming=True).items())
     assert [i.problem for i in items] == [None, MISSING_FILE, BAD_METADATA]
-    assert items[0].read() == encoded(700, "WAV")  # relative path: against the folder
+    assert items[0].read() == tone_bytes(700, "WAV")  # relative path: against the folder
     with pytest.raises(SourceError, match="does not exist"):
         items[1].read()
 
@@ -168,7 +152,10 @@ def test_streamed_parquet_folder_with_path_strings(tmp_path: Path) -> None:
 def test_streamed_parquet_with_audio_feature(tmp_path: Path) -> None:
     ds = audio_dataset(
         {"sentence": ["un", "deux"]},
-        [{"bytes": encoded(410), "path": "1.flac"}, {"bytes": encoded(420), "path": "2.flac"}],
+        [
+            {"bytes": tone_bytes(410), "path": "1.flac"},
+            {"bytes": tone_bytes(420), "path": "2.flac"},
+        ],
     )
     (tmp_path / "hubish").mkdir()
     ds.to_parquet(str(tmp_path / "hubish" / "train.parquet"))
@@ -177,7 +164,7 @@ def test_streamed_parquet_with_audio_feature(tmp_path: Path) -> None:
         ("train/0", "un", "fr"),
         ("train/1", "deux", "fr"),
     ]
-    assert items[1].read() == encoded(420)
+    assert items[1].read() == tone_bytes(420)
 
 
 def test_unloadable_uri_raises_source_error(tmp_path: Path) -> None:

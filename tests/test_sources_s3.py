@@ -2,45 +2,32 @@
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import numpy as np
 import pytest
-import soundfile as sf
-from moto.server import ThreadedMotoServer
 
 from distilflow.sources.base import (
     BAD_METADATA,
     MISSING_FILE,
     PATH_ESCAPES_ROOT,
     SourceError,
-    SourceItem,
 )
 from distilflow.sources.s3 import S3Source, escapes_prefix, parse_s3_uri
 
+from .helpers import by_id, tone_bytes
+from .stack import moto_s3
+
 BUCKET = "corpus"
-
-
-def sine_bytes(freq: float = 440.0, fmt: str = "FLAC", seconds: float = 0.2) -> bytes:
-    """Encoded audio of a sine wave (16 kHz mono)."""
-    t = np.arange(int(16_000 * seconds)) / 16_000
-    buffer = io.BytesIO()
-    sf.write(buffer, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000, format=fmt)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A moto S3 server on a free local port; yields its endpoint URL."""
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    yield f"http://{host}:{port}"
-    moto.stop()
+    with moto_s3([]) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -80,24 +67,19 @@ def jsonl(rows: list[dict[str, Any]], extra_lines: tuple[str, ...] = ()) -> byte
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def by_id(items: list[SourceItem]) -> dict[str, SourceItem]:
-    """Items keyed by source_id."""
-    return {item.source_id: item for item in items}
-
-
 @pytest.fixture
 def audiofolder(bucket: Any) -> dict[str, bytes]:
     """``s3://corpus/data/v1``: three clips, metadata with a missing clip, an escape, bad lines."""
     clips = {
-        "a.flac": sine_bytes(440),
-        "sub/b.wav": sine_bytes(550, "WAV"),
-        "unlisted.flac": sine_bytes(660),
+        "a.flac": tone_bytes(440),
+        "sub/b.wav": tone_bytes(550, "WAV"),
+        "unlisted.flac": tone_bytes(660),
     }
     for name, body in clips.items():
         put(bucket, f"data/v1/{name}", body)
     put(bucket, "data/v1/notes.txt", b"not audio")
-    put(bucket, "data/v1x/other.flac", sine_bytes(100))  # shares the prefix string, not the folder
-    put(bucket, "elsewhere/secret.flac", sine_bytes(200))
+    put(bucket, "data/v1x/other.flac", tone_bytes(100))  # shares the prefix string, not the folder
+    put(bucket, "elsewhere/secret.flac", tone_bytes(200))
     rows = [
         {"file_name": "a.flac", "text": " Bonjour. ", "language": "fr", "speaker": "s1"},
         {"file_name": "sub/b.wav", "transcription": "Hallo.", "language": "de"},
@@ -149,7 +131,7 @@ def test_missing_escaping_and_malformed_rows(endpoint: str, audiofolder: dict[st
 
 
 def test_csv_metadata_and_bucket_root(endpoint: str, bucket: Any) -> None:
-    put(bucket, "x.ogg", sine_bytes(300, "OGG"))
+    put(bucket, "x.ogg", tone_bytes(300, "OGG"))
     put(bucket, "metadata.csv", b"file_name,text,language\nx.ogg,Hej.,sv\n")
     items = list(S3Source("s3://corpus", endpoint).items())
     assert [(i.source_id, i.text, i.language) for i in items] == [("x.ogg", "Hej.", "sv")]
@@ -158,14 +140,14 @@ def test_csv_metadata_and_bucket_root(endpoint: str, bucket: Any) -> None:
 
 def test_no_metadata_lists_every_audio_object(endpoint: str, bucket: Any) -> None:
     for n in range(3):
-        put(bucket, f"raw/{n}.wav", sine_bytes(200 + n, "WAV"))
+        put(bucket, f"raw/{n}.wav", tone_bytes(200 + n, "WAV"))
     items = list(S3Source("s3://corpus/raw", endpoint).items())
     assert [i.source_id for i in items] == ["0.wav", "1.wav", "2.wav"]
     assert all(i.text is None and i.problem is None for i in items)
 
 
 def test_object_deleted_after_listing_is_a_read_error(endpoint: str, bucket: Any) -> None:
-    put(bucket, "late/x.flac", sine_bytes())
+    put(bucket, "late/x.flac", tone_bytes())
     (item,) = list(S3Source("s3://corpus/late", endpoint).items())
     bucket.delete_object(Bucket=BUCKET, Key="late/x.flac")
     with pytest.raises(SourceError, match=r"s3://corpus/late/x\.flac: object does not exist"):
@@ -199,7 +181,7 @@ def test_s3_source_through_ingestion_config(endpoint: str, tmp_path: Any) -> Non
 
     s3 = boto3.client("s3", endpoint_url=endpoint)
     s3.create_bucket(Bucket="ingest-e2e")
-    s3.put_object(Bucket="ingest-e2e", Key="corpus/a.flac", Body=sine_bytes(440.0, seconds=0.5))
+    s3.put_object(Bucket="ingest-e2e", Key="corpus/a.flac", Body=tone_bytes(440.0, seconds=0.5))
     s3.put_object(Bucket="ingest-e2e", Key="corpus/b.flac", Body=b"broken")
     meta = [
         {"file_name": "a.flac", "text": "hola", "language": "es"},
@@ -217,4 +199,4 @@ def test_s3_source_through_ingestion_config(endpoint: str, tmp_path: Any) -> Non
         progress=False,
     )
     report = ingest(iter_items(cfg.sources), cfg).report
-    assert (report["input"], report["kept"], report["by_reason"]) == (2, 1, {"unreadable": 1})
+    assert (report.input, report.kept, report.by_reason) == (2, 1, {"unreadable": 1})

@@ -157,7 +157,7 @@ def test_dynamic_context_student_trains_and_records_its_kind(
     report = distil(
         params.student, Path(params.filter.out_dir), str(tiny_teacher), prepared / "cache", tracker
     )
-    assert report["steps"] == 6 and report["student"]["audio_context"] == "dynamic"
+    assert report.steps == 6 and report.student.audio_context == "dynamic"
     train = [m for m in tracker.metrics if "train/encoder_mse" in m]
     assert len(train) == 6 and all(m["train/context_frames"] < 1500 for m in train)
     side = json.loads((out / "model" / "distilflow_student.json").read_text(encoding="utf-8"))

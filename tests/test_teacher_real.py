@@ -10,7 +10,7 @@ from distilflow.label.teacher import Clip, GenerationSettings, TransformersLabel
 from distilflow.models.device import pick_device
 from distilflow.text import normalize
 
-from .conftest import REPO_ROOT
+from .helpers import DEMO_CORPUS, REPO_ROOT
 
 pytestmark = pytest.mark.slow
 CACHE = REPO_ROOT / ".cache"
@@ -18,8 +18,9 @@ CACHE = REPO_ROOT / ".cache"
 
 @pytest.fixture(scope="module")
 def clips() -> list[Clip]:
-    demo = REPO_ROOT / "demo" / "asterisk"
-    rows = [json.loads(line) for line in (demo / "metadata.jsonl").open(encoding="utf-8")]
+    demo = DEMO_CORPUS
+    lines = (demo / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines]
     picked = [r for lang in ("en", "es", "fr", "it", "ru") for r in rows if r["language"] == lang][
         ::15
     ]

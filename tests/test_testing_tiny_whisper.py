@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -17,6 +16,8 @@ from distilflow.testing import (
     tiny_whisper,
     whisper_language_codes,
 )
+
+from .helpers import tone
 
 TASK_AND_MORE = [
     "<|translate|>",
@@ -34,9 +35,7 @@ def tiny() -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
 
 
 def _features(processor: WhisperProcessor, seconds: float = 1.0) -> torch.Tensor:
-    t = np.arange(int(16000 * seconds)) / 16000
-    audio = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt")
+    feats = processor.feature_extractor(tone(seconds), sampling_rate=16000, return_tensors="pt")
     return feats.input_features  # type: ignore[no-any-return]
 
 

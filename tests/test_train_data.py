@@ -27,7 +27,7 @@ from distilflow.training.data import (
     prompt_ids,
     split_of,
 )
-from tests.conftest import audio_bytes, tone
+from tests.helpers import audio_bytes, tone
 
 
 @pytest.fixture(scope="module")

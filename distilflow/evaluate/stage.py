@@ -1,22 +1,24 @@
-"""The evaluation stage: every model of ``evaluate.models`` on every eval set, per language.
+"""The evaluation stage's pieces: which eval sets, which models, which results files, checks.
 
 Eval sets: the student's dev split (``dev``) and the audiofolders of ``evaluate.extra_sets``,
 restricted to ``evaluate.languages``. Models: ``teacher`` (``label.model``), ``student``
 (``student.out_dir/model``) and ``experts`` (the student routed to each language's experts).
 
-The work is split by language so that new data for one language re-scores only that language:
+The work is split by language so that new data for one language re-scores only that language.
+The orchestration is ``flows/evaluate.py`` (its tasks: ``tasks/evaluate.py``):
 
-- ``run_language`` (DVC ``evaluate-lang@<lang>``): the models that need no experts on that
-  language's clips of every set; the ``experts`` model too where the language has no experts
-  (it is then the student on the shared path). Writes ``<out_dir>/languages/<lang>/results.json``.
-- ``run_language(..., part="experts")`` (DVC ``evaluate-experts@<lang>``, for each language of
-  ``experts.languages``): the ``experts`` model routed to that language's experts. Writes
-  ``<out_dir>/languages/<lang>/experts.json``. Kept apart so that only these stages depend on
-  ``data/experts/<lang>``, which exists for expert languages only.
-- ``run_report`` (DVC ``evaluate``): merges every language's results, measures peak memory and
-  writes the outputs (see ``eval_report.write_evaluation``): ``metrics.json``, ``plots/``,
-  ``report.md``, ``report.json``, ``transcripts.jsonl``.
-- ``run_evaluation``: all of it in one process, no files in between (users without DVC); the
+- ``evaluate_language_flow`` (DVC ``evaluate-lang@<lang>``): the models that need no experts on
+  that language's clips of every set; the ``experts`` model too where the language has no
+  experts (it is then the student on the shared path). Writes
+  ``<out_dir>/languages/<lang>/results.json``.
+- ``evaluate_language_flow(..., part="experts")`` (DVC ``evaluate-experts@<lang>``, for each
+  language of ``experts.languages``): the ``experts`` model routed to that language's experts.
+  Writes ``<out_dir>/languages/<lang>/experts.json``. Kept apart so that only these stages
+  depend on ``data/experts/<lang>``, which exists for expert languages only.
+- ``evaluate_report_flow`` (DVC ``evaluate``): merges every language's results, measures peak
+  memory and writes the outputs (see ``eval_report.write_evaluation``): ``metrics.json``,
+  ``plots/``, ``report.md``, ``report.json``, ``transcripts.jsonl``.
+- ``evaluate_flow``: all of it in one process, no files in between (users without DVC); the
   same per-language code path, so the metrics are those of the per-language stages.
 
 Pairs run one after another, never side by side: concurrent decoding would distort the speed.
@@ -28,23 +30,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from distilflow.config import Params, section_hash
-from distilflow.decoding.loop_guard import guard_of
-from distilflow.evaluate.metrics import PairResult, evaluate_pair, stage_lineage
+from distilflow.evaluate.metrics import PairResult, stage_lineage
 from distilflow.evaluate.models import EvalModel, peak_memory_mb, standard_models
-from distilflow.evaluate.report import write_evaluation
 from distilflow.evaluate.results import (
     StaleResultsError,
     merge_results,
     read_results,
     results_path,
     results_record,
-    write_results,
 )
 from distilflow.evaluate.sets import (
     AudioClip,
@@ -148,16 +146,6 @@ def measure_memory(
     return peak_memory_mb(eval_model, set_name, clip, max_new_tokens, device)
 
 
-def measure_memories(
-    params: Params, models: Sequence[EvalModel], sets: Sequence[EvalSet]
-) -> dict[str, float]:
-    """Every model's peak memory; the measuring processes may run side by side."""
-    ev = params.evaluate
-    with ThreadPoolExecutor(max_workers=len(models)) as pool:
-        sizes = pool.map(lambda m: measure_memory(m, sets, ev.max_new_tokens, ev.device), models)
-        return dict(zip([m.name for m in models], sizes, strict=True))
-
-
 def language_record(
     params: Params,
     part: str,
@@ -188,27 +176,6 @@ def check_complete(
                 )
 
 
-def evaluate_models(
-    params: Params, models: Sequence[EvalModel], sets: Sequence[EvalSet]
-) -> list[PairResult]:
-    """Every (model, set) pair, one at a time, in models x sets order."""
-    ev, guard = params.evaluate, guard_of(params.decode)
-    return [evaluate_pair(m, s, ev.max_new_tokens, ev.device, guard) for m in models for s in sets]
-
-
-def run_language(
-    params: Params, cache_dir: Path | None, language: str, part: str = "languages"
-) -> Path:
-    """One language's per-language stage (``part``: languages | experts); its results.json."""
-    names = part_models(params, part, language)
-    models = [m for m in eval_models(params, cache_dir) if m.name in names]
-    sets = eval_sets(params, language) if models else []
-    results = evaluate_models(params, models, sets)
-    path = results_path(params.evaluate.out_dir, part, language)
-    write_results(path, language_record(params, part, language, sets, results))
-    return path
-
-
 def result_files(params: Params) -> list[Path]:
     """The results.json files the ``evaluate`` stage merges, language by language."""
     out = params.evaluate.out_dir
@@ -236,27 +203,3 @@ def report_from(
     results = merge_results(per_language, [m.name for m in models], [s.name for s in sets])
     check_complete(results, models, sets)
     return results
-
-
-def run_report(params: Params, cache_dir: Path | None) -> tuple[dict[str, Any], str]:
-    """The ``evaluate`` stage: merge the per-language results, measure memory, write outputs."""
-    sets = eval_sets(params)
-    models = eval_models(params, cache_dir)
-    results = report_from(params, models, sets, read_language_results(params))
-    memory = measure_memories(params, models, sets)
-    out = Path(params.evaluate.out_dir)
-    return write_evaluation(out, models, sets, results, memory, params_hash(params))
-
-
-def run_evaluation(params: Params, cache_dir: Path | None) -> tuple[dict[str, Any], str]:
-    """The whole evaluation in this process; returns (metrics, report markdown)."""
-    sets = eval_sets(params)
-    models = eval_models(params, cache_dir)
-    per_language = [
-        evaluate_models(params, models, of_language(sets, lang))
-        for lang in sorted({c.language for s in sets for c in s.clips})
-    ]
-    results = report_from(params, models, sets, per_language)
-    memory = measure_memories(params, models, sets)
-    out = Path(params.evaluate.out_dir)
-    return write_evaluation(out, models, sets, results, memory, params_hash(params))
