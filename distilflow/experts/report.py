@@ -11,12 +11,12 @@ Importing this module loads no torch.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distilflow.atomic import atomic_write_json
 from distilflow.lineage import Lineage
+from distilflow.report_file import JsonReport
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ExpertsLineage(Lineage):
 
 
 @dataclass(frozen=True)
-class ExpertsReport:
+class ExpertsReport(JsonReport):
     """One language's experts (or baseline) against the student alone, on the student's dev
     clips of that language."""
 
@@ -49,13 +49,6 @@ class ExpertsReport:
     history: list[dict[str, float]]  # per evaluation: {"step": n, language: dev WER}
     lineage: ExpertsLineage  # where the experts came from
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
-
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExpertsReport:
         return cls(
@@ -66,19 +59,12 @@ class ExpertsReport:
 
 
 @dataclass(frozen=True)
-class ExpertsSkipped:
+class ExpertsSkipped(JsonReport):
     """A language without training clips: no experts (inference keeps the shared path)."""
 
     language: str  # the language asked for
     method: str  # experts.method
     skipped: str  # why
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExpertsSkipped:

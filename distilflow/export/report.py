@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from distilflow.atomic import atomic_write_json
+from distilflow.report_file import JsonReport
 
 if TYPE_CHECKING:
     from distilflow.export.verify import VerifyReport
@@ -35,18 +35,15 @@ class ClipRecord:
 
 
 @dataclass(frozen=True)
-class FasterWhisperMissing:
+class FasterWhisperMissing(JsonReport):
     """faster-whisper could not be imported: its check did not run."""
 
     installed: Literal[False]  # always False
     error: str  # the ImportError's message
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class FasterWhisperCheck:
+class FasterWhisperCheck(JsonReport):
     """faster-whisper's transcripts (its own front end) against the export's."""
 
     installed: Literal[True]  # always True
@@ -55,12 +52,9 @@ class FasterWhisperCheck:
     same_normalised_text_as_ctranslate2_share: float  # the same after the basic normaliser
     texts: list[str]  # faster-whisper's transcripts, in clip order
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ExportVerification:
+class ExportVerification(JsonReport):
     """The export against the torch model on dev clips (``VerifyReport.summary`` documents the
     figures) and faster-whisper's check."""
 
@@ -99,13 +93,6 @@ class ExportVerification:
             faster_whisper=faster_whisper,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
-
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExportVerification:
         fw = raw["faster_whisper"]
@@ -119,20 +106,13 @@ class ExportVerification:
 
 
 @dataclass(frozen=True)
-class ExportSkipped:
+class ExportSkipped(JsonReport):
     """A dynamic-context student: not exported (its Whisper would read a padded 30 s window)."""
 
     skipped: str  # why, and how to serve the student instead
     audio_context: str  # the student's audio context ("dynamic")
     context_multiple_s: float | None  # the step its clip lengths are rounded up to, in seconds
     student_fingerprint: str  # the student's weights' fingerprint
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExportSkipped:

@@ -7,13 +7,11 @@ byte-identical.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from distilflow.atomic import atomic_write_json
 from distilflow.lineage import Lineage
+from distilflow.report_file import JsonReport
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class LanguageFilter:
 
 
 @dataclass(frozen=True)
-class FilterReport:
+class FilterReport(JsonReport):
     """Kept and dropped per language and reason; ``input == kept + dropped``."""
 
     input: int  # labels decided
@@ -36,13 +34,6 @@ class FilterReport:
     dropped: int  # labels dropped, for any reason
     by_language: dict[str, LanguageFilter]  # language -> its row, sorted by language
     lineage: Lineage  # where decisions.parquet and the manifests came from
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> FilterReport:
@@ -62,7 +53,3 @@ class FilterReport:
             },
             lineage=Lineage(**raw["lineage"]),
         )
-
-    @classmethod
-    def read(cls, path: Path) -> FilterReport:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

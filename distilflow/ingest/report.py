@@ -7,13 +7,11 @@ byte-identical.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from distilflow.atomic import atomic_write_json
 from distilflow.lineage import Lineage
+from distilflow.report_file import JsonReport
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class LanguageIngest:
 
 
 @dataclass(frozen=True)
-class IngestReport:
+class IngestReport(JsonReport):
     """Counts per language and reason; ``input == kept + quarantined``."""
 
     input: int  # source items seen
@@ -35,13 +33,6 @@ class IngestReport:
     by_reason: dict[str, int]  # quarantine reason -> items, sorted by reason
     by_language: dict[str, LanguageIngest]  # language code -> its row, sorted by code
     lineage: Lineage  # where the manifests came from
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> IngestReport:
@@ -56,7 +47,3 @@ class IngestReport:
             },
             lineage=Lineage(**raw["lineage"]),
         )
-
-    @classmethod
-    def read(cls, path: Path) -> IngestReport:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -7,13 +7,11 @@ byte-identical.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from distilflow.atomic import atomic_write_json
 from distilflow.lineage import Lineage
+from distilflow.report_file import JsonReport
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class TeacherInfo:
 
 
 @dataclass(frozen=True)
-class LabelReport:
+class LabelReport(JsonReport):
     """What the label files hold."""
 
     clips: int  # clips in the ingest manifests
@@ -35,13 +33,6 @@ class LabelReport:
     language_detected: dict[str, int]  # language -> clips whose language the teacher detected
     teacher: TeacherInfo  # who labelled them
     lineage: Lineage  # where the label files came from
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> LabelReport:
@@ -53,7 +44,3 @@ class LabelReport:
             teacher=TeacherInfo(**raw["teacher"]),
             lineage=Lineage(**raw["lineage"]),
         )
-
-    @classmethod
-    def read(cls, path: Path) -> LabelReport:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -8,13 +8,11 @@ back equal and rewrites byte-identical. Importing this module loads no torch.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from distilflow.atomic import atomic_write_json
 from distilflow.lineage import Lineage
+from distilflow.report_file import JsonReport
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class StudentSummary:
 
 
 @dataclass(frozen=True)
-class StudentReport:
+class StudentReport(JsonReport):
     """The teacher and the best student on the same dev clips, the data and the run."""
 
     teacher: TeacherSummary  # the teacher's figures
@@ -54,13 +52,6 @@ class StudentReport:
     encoder_states_computed: int  # teacher encoder states computed (not found in the cache)
     history: list[dict[str, float]]  # per evaluation: {"step": n, language: dev WER, ...}
     lineage: Lineage  # where the student came from (teacher_id: the teacher's fingerprint)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, path: Path) -> bool:
-        """Write atomically (skipped when unchanged); True when the file changed."""
-        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StudentReport:
@@ -76,7 +67,3 @@ class StudentReport:
             history=[dict(h) for h in raw["history"]],
             lineage=Lineage(**raw["lineage"]),
         )
-
-    @classmethod
-    def read(cls, path: Path) -> StudentReport:
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
