@@ -107,3 +107,30 @@ def _corpus_rate(language: str, refs: Sequence[str], hyps: Sequence[str]) -> flo
         return float("nan")
     measure = jiwer.cer if language in NO_SPACE_LANGUAGES else jiwer.wer
     return float(measure([p[0] for p in pairs], [p[1] for p in pairs]))
+
+
+def clip_error_counts(language: str, reference: str, hypothesis: str) -> tuple[int, int]:
+    """(errors, reference words) of one clip, as ``error_rate_corpus`` counts them: Whisper's
+    normaliser, accents stripped; errors = substitutions + deletions + insertions of jiwer's
+    alignment; characters instead of words for languages without spaces (jiwer's CER counts).
+
+    Summed over clips, ``errors / words`` is ``error_rate_corpus`` of those clips. A reference
+    that normalises to nothing gives (0, 0): the corpus WER leaves such a clip out, its
+    insertions included.
+    """
+    norm = normalizer_for(language)
+    ref = normalize(reference, norm, strip_accents=True)
+    if not ref:
+        return 0, 0
+    hyp = normalize(hypothesis, norm, strip_accents=True)
+    if language in NO_SPACE_LANGUAGES:
+        chars = jiwer.process_characters(ref, hyp)
+        return (
+            chars.substitutions + chars.deletions + chars.insertions,
+            chars.hits + chars.substitutions + chars.deletions,
+        )
+    words = jiwer.process_words(ref, hyp)
+    return (
+        words.substitutions + words.deletions + words.insertions,
+        words.hits + words.substitutions + words.deletions,
+    )

@@ -1,5 +1,7 @@
 """Registry flow: register the student in MLflow, promote it to champion if it passes the gate.
 
+Verdicts: promoted, rejected, insufficient_evidence (distilflow/register/gate.py).
+
 python -m flows.register [--params params.yaml]
 """
 
@@ -22,7 +24,15 @@ def decision_markdown(record: dict[str, Any]) -> str:
         f"{record['model_name']} version {record['version']}: **{decision['verdict']}** "
         f"(aliases: {', '.join(record['aliases'])})"
     )
-    return "\n".join([head, "", *[f"- {r}" for r in decision["reasons"]]])
+    lines = [head, ""]
+    if decision["verdict"] == "insufficient_evidence":
+        lines += [
+            "Registered, not made champion: the dev clips of "
+            f"{', '.join(decision.get('unresolved', []))} cannot tell whether the WER regresses "
+            "by more than the tolerance (more dev clips would).",
+            "",
+        ]
+    return "\n".join([*lines, *[f"- {r}" for r in decision["reasons"]]])
 
 
 @flow(name="register", log_prints=True)

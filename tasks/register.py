@@ -22,11 +22,12 @@ from distilflow.evaluate.results import StaleResultsError
 from distilflow.evaluate.sets import DEV
 from distilflow.lineage import git_commit
 from distilflow.models.load import transformers_dir_fingerprint
+from distilflow.register.clip_errors import Rescored, clip_errors_of
 from distilflow.register.decode_file import serving_decode
 from distilflow.register.download import download_model, whisper_dir
 from distilflow.register.registry import Candidate, Rescore, register_model_dir
 from distilflow.register.release import assemble, chosen_languages, dev_wer, release_wer
-from distilflow.register.rescore import decoding_of, score_release
+from distilflow.register.rescore import decoding_of, score_release_clips
 from distilflow.register.wer_basis import bases_of
 from distilflow.student.report import StudentReport
 from tasks._env import cache_dir_of
@@ -58,7 +59,10 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     ``distilflow/register/release.py``), scored by the evaluation; otherwise the student alone,
     scored by the student stage's report. Either way the release is assembled in
     ``register.out_dir/model`` with the evaluation's decoding (``distilflow_decode.json``:
-    ``evaluate.max_new_tokens`` and ``decode``), which consumers decode with.
+    ``evaluate.max_new_tokens`` and ``decode``), which consumers decode with. With the
+    evaluation's figures come, per language, their basis and the per-clip errors behind them
+    (from ``transcripts.jsonl``: the experts model's dev clips where experts ship, the
+    student's elsewhere), which the gate pairs with the champion's.
     """
     out = Path(params.student.out_dir)
     report = StudentReport.read(out / "report.json")
@@ -92,8 +96,11 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     }
     kind = "student+experts" if chosen else "student"
     wer = release_wer(student_wer, experts_wer, chosen)
-    basis = {lang: b for lang, b in evaluated_basis(params).items() if lang in wer}
-    return Candidate(release, wer, lineage, kind, data, basis)
+    rows = transcript_rows(params)
+    basis = {lang: b for lang, b in evaluated_basis(params, rows).items() if lang in wer}
+    source = {lang: "experts" if lang in chosen else "student" for lang in wer}
+    clips = clip_errors_of(rows, source, DEV)
+    return Candidate(release, wer, lineage, kind, data, basis, clips)
 
 
 def check_evaluated_weights(params: Params, model_dir: Path) -> None:
@@ -109,24 +116,30 @@ def check_evaluated_weights(params: Params, model_dir: Path) -> None:
         )
 
 
-def evaluated_basis(params: Params) -> dict[str, str]:
-    """Per language, what the evaluation's dev WER was measured on (its transcripts.jsonl: the
-    student's dev clips; the experts model scores the same clips of its languages)."""
+def transcript_rows(params: Params) -> list[dict[str, Any]]:
+    """The evaluation's transcripts.jsonl, one dict a clip ([] when there is none)."""
     path = Path(params.evaluate.out_dir) / "transcripts.jsonl"
     if not path.is_file():
-        return {}
-    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-    return bases_of(rows, "student", DEV, decoding_of(params))
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def evaluated_basis(params: Params, rows: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    """Per language, what the evaluation's dev WER was measured on (its transcripts.jsonl: the
+    student's dev clips; the experts model scores the same clips of its languages)."""
+    rows = transcript_rows(params) if rows is None else rows
+    return bases_of(rows, "student", DEV, decoding_of(params)) if rows else {}
 
 
 def champion_rescorer(params: Params, basis: Mapping[str, str]) -> Rescore:
-    """Scores a registered champion again on the evaluation's dev clips of some languages."""
+    """Scores a registered champion again on the evaluation's dev clips of some languages, per
+    language and per clip."""
 
-    def rescore(uri: str, languages: list[str]) -> dict[str, float]:
+    def rescore(uri: str, languages: list[str]) -> Rescored:
         cache = cache_dir_of(params.paths.cache_dir)
         directory = whisper_dir(download_model(uri, cache / "registry"))
         print(f"registry: scoring {uri} again on today's dev clips of {', '.join(languages)}")
-        return score_release(params, directory, languages, basis, cache)
+        return score_release_clips(params, directory, languages, basis, cache)
 
     return rescore
 

@@ -148,6 +148,30 @@ def check_outputs(out: Path, metrics: dict[str, object], names: tuple[str, ...] 
     assert record["lineage"]["teacher_id"] == record["models"]["teacher"]["id"]
     transcripts = (out / "transcripts.jsonl").read_text().splitlines()
     assert len(transcripts) == 2 * len(names) * 4  # sets x models x clips
+    stops = {json.loads(line)["stop"] for line in transcripts}
+    assert stops <= {"end", "loop_guard", "max_new_tokens"}
+    check_comparisons(on_disk, report, names)
+
+
+def check_comparisons(metrics: dict[str, Any], report: str, names: tuple[str, ...]) -> None:
+    """Every model against the teacher, the experts against the student, per set and language."""
+    from distilflow.evaluate.compare import comparison_pairs
+
+    for set_name in ("dev", "ood"):
+        for base, model in comparison_pairs(list(names)):
+            langs = metrics["comparisons"][set_name][base][model]
+            assert set(langs) == set(LANGUAGES)
+            for v in langs.values():
+                assert v["clips"] == 2 and v["low"] <= v["delta"] <= v["high"]
+                assert 0 <= v["loops"] <= 2 and v["settled_clips"] <= 2
+        assert f"Paired differences on `{set_name}`" in report
+    loops = [
+        v["loops"]
+        for s in metrics["sets"].values()
+        for m in s.values()
+        for v in m["languages"].values()
+    ]
+    assert all(0 <= x <= 2 for x in loops)
 
 
 def test_evaluate_flow_end_to_end(evaluation: Evaluation) -> None:
@@ -279,6 +303,14 @@ def test_a_release_scored_again_gives_the_evaluations_figures(
     scores = score_release(params, student, list(LANGUAGES), bases)
     evaluated = metrics["sets"]["dev"]["student"]["languages"]
     assert scores == {lang: evaluated[lang]["wer"] for lang in LANGUAGES}
+    # and, for the gate's paired comparison, the evaluation's per-clip errors to the clip
+    from distilflow.register.clip_errors import clip_errors_of
+    from distilflow.register.rescore import score_release_clips
+
+    again = score_release_clips(params, student, list(LANGUAGES), bases)
+    rows = [json.loads(x) for x in lines]
+    assert again.clips == clip_errors_of(rows, dict.fromkeys(LANGUAGES, "student"), "dev")
+    assert sum(len(c) for c in again.clips.values()) > 0
     with pytest.raises(StaleResultsError, match="fr: the evaluation's dev clips are not today's"):
         score_release(params, student, ["fr"], bases | {"fr": "other clips"})
 

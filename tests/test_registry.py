@@ -267,6 +267,25 @@ def test_register_task_writes_decision_json(
     scored["models"]["student"]["id"] = transformers_dir_fingerprint(tmp_path / "student" / "model")
     (evaluated / "report.json").write_text(json.dumps(scored), "utf-8")
     assert student_candidate(params, lock).wer == {"en": 0.2}
+    # the per-clip errors behind each language's figure: the student's where experts do not ship
+    from distilflow.register.wer_basis import clip_key
+
+    lines = [
+        {
+            "model": m,
+            "set": "dev",
+            "id": "h1",
+            "language": "en",
+            "reference": "a b",
+            "hypothesis": h,
+        }
+        for m, h in (("student", "a"), ("experts", "a b c"))
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    (evaluated / "transcripts.jsonl").write_text(text, "utf-8")
+    cand = student_candidate(params, lock)
+    assert cand.clip_errors == {"en": {clip_key("h1", "a b"): (1, 2)}}
+    assert set(cand.wer_basis) == {"en"}
 
 
 def test_task_retries_io_failures_only() -> None:

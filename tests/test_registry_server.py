@@ -71,13 +71,17 @@ def test_register_promote_and_load_through_server(
     tracking = TrackingConfig(uri=server, experiment="server-test")
     cfg = RegisterConfig(model_name="team-student", tolerance=0.02, out_dir=str(tmp_path))
     lineage = {"git_commit": "c", "params_hash": "p", "input_hash": "i", "teacher_id": "t"}
-    first = register_model_dir(
-        tracking, cfg, Candidate(save_tiny_whisper(tmp_path / "a", 0), {"fr": 0.5}, lineage)
-    )
-    second = register_model_dir(
-        tracking, cfg, Candidate(save_tiny_whisper(tmp_path / "b", 1), {"fr": 0.4}, lineage)
-    )
+
+    def candidate(directory: Path, errors: int) -> Candidate:
+        """Two dev clips of 10 words, ``errors`` errors on each (per-clip errors in S3)."""
+        clips = {"fr": {"k1": (errors, 10), "k2": (errors, 10)}}
+        wer = {"fr": errors / 10}
+        return Candidate(directory, wer, lineage, wer_basis={"fr": "B"}, clip_errors=clips)
+
+    first = register_model_dir(tracking, cfg, candidate(save_tiny_whisper(tmp_path / "a", 0), 5))
+    second = register_model_dir(tracking, cfg, candidate(save_tiny_whisper(tmp_path / "b", 1), 4))
     assert (first.decision.promote, second.decision.promote) == (True, True)
+    assert second.decision.intervals["fr"]["high"] == pytest.approx(-0.1)  # the champion's clips
     assert second.decision.champion_version == first.version == "1"
     client = mlflow.MlflowClient(tracking_uri=server)
     assert client.get_model_version_by_alias("team-student", "production").version == "2"

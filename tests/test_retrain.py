@@ -325,6 +325,7 @@ def test_scheduled_and_triggered_retrains_on_a_real_server(
         assert decision["version"] == "2" and decision["decision"]["verdict"] in {
             "promoted",
             "rejected",
+            "insufficient_evidence",  # a handful of dev clips a language: the usual outcome
         }
         assert decision["decision"]["reasons"]
         assert read_json(proj / "data" / "ingest" / "report.json")["kept"] == 4

@@ -3,10 +3,13 @@
 ``metrics.json`` (see ``build_metrics``): ``sets.<set>.<model>.languages.<lang>`` holds ``wer``
 (Whisper-normalised, accents stripped; CER for languages without spaces), ``wer_orthographic``
 (raw text, whitespace collapsed), ``insertion_rate``, ``repeated_5grams`` (summed over the
-clips), ``rtf``, ``tokens_per_s`` and ``clips``; ``sets.<set>.<model>.mean`` the macro mean over
-languages (rtf, tokens_per_s and repeats over all clips); ``models.<model>`` its
-``parameters``, ``peak_memory_mb``, ``rtf``, ``tokens_per_s`` and ``wer_mean`` (macro mean over
-every set and language). Everything but ``evaluate_pair`` is pure.
+clips), ``loops`` (clips whose transcript the repetition guard cut or that ran into the token
+budget: ``ClipResult.looped``), ``rtf``, ``tokens_per_s`` and ``clips``;
+``sets.<set>.<model>.mean`` the macro mean over languages (rtf, tokens_per_s, repeats and loops
+over all clips); ``models.<model>`` its ``parameters``, ``peak_memory_mb``, ``rtf``,
+``tokens_per_s`` and ``wer_mean`` (macro mean over every set and language); ``comparisons``
+the paired WER differences with their intervals (``distilflow.evaluate.compare``). Everything
+but ``evaluate_pair`` is pure.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from distilflow.lineage import Lineage, combine_hashes
 from distilflow.models.device import count_parameters
 from distilflow.text import error_rate_corpus, error_rate_orthographic, normalizer_for
 
-MEASURES = ("wer", "wer_orthographic", "insertion_rate", "repeated_5grams", "rtf", "tokens_per_s")
+MEASURES = (
+    "wer",
+    "wer_orthographic",
+    "insertion_rate",
+    "repeated_5grams",
+    "loops",
+    "rtf",
+    "tokens_per_s",
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ def language_metrics(language: str, clips: Sequence[ClipResult]) -> dict[str, fl
         "wer_orthographic": error_rate_orthographic(language, refs, hyps),
         "insertion_rate": insertion_rate_corpus(language, refs, hyps, norm),
         "repeated_5grams": float(sum(repeated_ngrams_text(h, language, norm) for h in hyps)),
+        "loops": float(sum(c.looped for c in clips)),
         "rtf": rtf(decode_s, sum(c.audio_s for c in clips)),
         "tokens_per_s": tokens_per_second(sum(c.tokens for c in clips), decode_s),
         "clips": float(len(clips)),
@@ -101,6 +113,7 @@ def overall(
     }
     return means | {
         "repeated_5grams": sum(v["repeated_5grams"] for v in languages.values()),
+        "loops": sum(v["loops"] for v in languages.values()),
         "rtf": rtf(decode_s, sum(c.audio_s for c in clips)),
         "tokens_per_s": tokens_per_second(sum(c.tokens for c in clips), decode_s),
         "clips": float(len(clips)),

@@ -9,6 +9,10 @@ decoding is not timed). One untimed warm-up decode per model and set comes first
 ``rtf = decode seconds / audio seconds``; ``tokens_per_s = generated text tokens / decode
 seconds`` (the forced prompt and ``<|endoftext|>`` are not counted).
 
+Each clip also records how its transcript ended (``ClipResult.stop``): ``end`` (the model
+ended it), ``loop_guard`` (the repetition guard stopped a loop and cut its repeats) or
+``max_new_tokens`` (it ran into the token budget). The last two are the evaluation's loops.
+
 Peak memory is measured in a fresh, spawned process (nothing another model left behind, in
 the allocator or elsewhere, can hide or inflate it): after the imports, the process loads the
 model, prepares it for one clip's language and decodes that clip. On CPU the figure is the peak
@@ -105,6 +109,12 @@ def standard_models(
     return [known[n]() for n in names]
 
 
+# How a transcript ended (``ClipResult.stop``): the model ended it, the repetition guard cut a
+# loop, or it ran into the token budget. The last two are the evaluation's "loops".
+END, LOOP_GUARD, TOKEN_BUDGET = "end", "loop_guard", "max_new_tokens"
+LOOP_STOPS = frozenset({LOOP_GUARD, TOKEN_BUDGET})
+
+
 @dataclass(frozen=True)
 class ClipResult:
     """One clip's transcript and timing."""
@@ -115,7 +125,29 @@ class ClipResult:
     hypothesis: str
     audio_s: float  # clip duration
     decode_s: float  # log-mel + encoder + greedy decode
-    tokens: int  # generated text tokens
+    tokens: int  # generated text tokens (after the guard's cut)
+    stop: str = END  # END | LOOP_GUARD | TOKEN_BUDGET
+
+    @property
+    def looped(self) -> bool:
+        """The guard cut the transcript or it ran into the token budget."""
+        return self.stop in LOOP_STOPS
+
+
+@dataclass(frozen=True)
+class _UntrimmedGuard(LoopGuard):
+    """The guard's early stop without its cut, so that the caller sees whether it cut."""
+
+    def trim(self, tokens: Sequence[int]) -> list[int]:
+        return list(tokens)
+
+
+def stop_of(raw: Sequence[int], kept: Sequence[int], max_new_tokens: int) -> str:
+    """How a transcript ended, from its text tokens before (``raw``) and after the guard's cut.
+    Pure."""
+    if len(kept) < len(raw):
+        return LOOP_GUARD
+    return TOKEN_BUDGET if len(raw) >= max_new_tokens else END
 
 
 def load_on(model: EvalModel, device: str) -> tuple[Any, Any, str]:
@@ -135,13 +167,28 @@ def decode_clip(
     guard: LoopGuard = DEFAULT_GUARD,
 ) -> tuple[list[int], float]:
     """Greedy text tokens of one clip from its samples, and the seconds it took."""
+    tokens, seconds, _ = decode_clip_stop(model, processor, audio, language, max_new_tokens, guard)
+    return tokens, seconds
+
+
+def decode_clip_stop(
+    model: Any,
+    processor: Any,
+    audio: Any,
+    language: str,
+    max_new_tokens: int,
+    guard: LoopGuard = DEFAULT_GUARD,
+) -> tuple[list[int], float, str]:
+    """``decode_clip`` and how the transcript ended (``stop_of``)."""
     start = time.perf_counter()
     features = processor.feature_extractor(
         audio, sampling_rate=SAMPLE_RATE, return_tensors="pt"
     ).input_features
     features = fit_features(model, features, [len(audio)])  # a dynamic student: the clip's length
-    tokens = greedy_generate(model, features, language, max_new_tokens, guard)  # .tolist() syncs
-    return tokens, time.perf_counter() - start
+    untrimmed = _UntrimmedGuard(guard.min_repeats, guard.min_tokens, guard.max_unit)
+    raw = greedy_generate(model, features, language, max_new_tokens, untrimmed)  # .tolist() syncs
+    tokens = guard.trim(raw)
+    return tokens, time.perf_counter() - start, stop_of(raw, tokens, max_new_tokens)
 
 
 @torch.inference_mode()
@@ -164,11 +211,15 @@ def transcribe_clips(
             if not warm:
                 decode_clip(model, processor, audio, language, max_new_tokens, guard)
                 warm = True
-            tokens, seconds = decode_clip(model, processor, audio, language, max_new_tokens, guard)
+            tokens, seconds, stop = decode_clip_stop(
+                model, processor, audio, language, max_new_tokens, guard
+            )
             text = processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             duration = len(audio) / SAMPLE_RATE
             results.append(
-                ClipResult(clip.id, language, clip.reference, text, duration, seconds, len(tokens))
+                ClipResult(
+                    clip.id, language, clip.reference, text, duration, seconds, len(tokens), stop
+                )
             )
     return results
 

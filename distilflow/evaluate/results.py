@@ -23,7 +23,7 @@ from distilflow.evaluate.metrics import PairResult
 from distilflow.evaluate.models import ClipResult
 from distilflow.lineage import Lineage
 
-FORMAT = 1
+FORMAT = 2  # 2: each clip records how its transcript ended (ClipResult.stop)
 FILES = {"languages": "results.json", "experts": "experts.json"}  # part -> file name
 PARTS = tuple(FILES)  # evaluate-lang@<lang> | evaluate-experts@<lang>
 

@@ -36,20 +36,33 @@ def metrics_table(wer: Mapping[str, Any], decision: Decision | None) -> list[str
     """Markdown table: language, WER, and the champion's WER and delta when there is one."""
     scores = clean_scores(wer)
     champ = decision.champion_wer if decision is not None else None
+    intervals = decision.intervals if decision is not None else {}
     if champ is None:
         lines = ["| language | dev WER |", "| --- | ---: |"]
         lines += [f"| {lang} | {_fmt(v)} |" for lang, v in scores.items()]
     else:
-        lines = ["| language | dev WER | champion WER | delta |", "| --- | ---: | ---: | ---: |"]
+        extra = " 95% interval (clips) |" if intervals else ""
+        lines = [
+            f"| language | dev WER | champion WER | delta |{extra}",
+            "| --- | ---: | ---: | ---: |" + (" ---: |" if intervals else ""),
+        ]
         for lang in sorted(set(scores) | set(champ)):
             delta = decision.deltas.get(lang) if decision is not None else None
             sign = "n/a" if delta is None else f"{delta:+.3f}"
-            lines.append(
-                f"| {lang} | {_fmt(scores.get(lang))} | {_fmt(champ.get(lang))} | {sign} |"
-            )
+            row = f"| {lang} | {_fmt(scores.get(lang))} | {_fmt(champ.get(lang))} | {sign} |"
+            if intervals:
+                row += f" {_interval(intervals.get(lang))} |"
+            lines.append(row)
     mean = mean_of(scores, sorted(scores))
-    lines.append(f"| **macro mean** | {_fmt(mean)} |" + (" | |" if champ is not None else ""))
+    cells = 0 if champ is None else 3 if intervals else 2  # empty cells after the mean
+    lines.append(f"| **macro mean** | {_fmt(mean)} |" + " |" * cells)
     return lines
+
+
+def _interval(values: Mapping[str, Any] | None) -> str:
+    if not values:
+        return "n/a"
+    return f"[{values['low']:+.3f}, {values['high']:+.3f}] ({int(values['clips'])})"
 
 
 def _value(value: Any) -> str:
@@ -85,10 +98,11 @@ INTENDED_USE = (
 LIMITATIONS = [
     "WER is measured on a small held-out split of the training corpus (pseudo-labelled by the "
     "teacher, scored against the human transcripts): it says little about other domains.",
-    "Challenger and champion may have been scored on different dev splits when the data "
-    "changed; the promotion gate compares the figures as recorded.",
-    "A distilled student inherits the teacher's errors and biases; languages with few clips "
-    "have noisy WER.",
+    "The dev split is small (a few clips a language in the demo): one looping transcript moves "
+    "a language's WER by tens of points. The promotion gate compares challenger and champion on "
+    "the same dev clips with a paired bootstrap interval and, when the clips cannot resolve the "
+    "tolerance, registers the version without promoting it (insufficient evidence).",
+    "A distilled student inherits the teacher's errors and biases.",
     "No speaker, accent or noise-robustness evaluation; no timestamps are validated.",
 ]
 

@@ -6,8 +6,11 @@ Registry (:func:`register_model_dir`): a model directory becomes one version of
 processor, generation config, side files, ``experts/`` when present): nothing is pickled, and
 generic MLflow consumers (``mlflow.pyfunc.load_model``, ``mlflow models serve``) work too. Each
 version gets the aliases ``challenger`` and ``staging``; the promotion gate
-(:mod:`distilflow.register.gate`) moves ``champion`` and ``production`` to it or not, and the
-decision is recorded as version tags, as ``decision.json`` on the run and returned.
+(:mod:`distilflow.register.gate`) moves ``champion`` and ``production`` to it or not (promoted;
+rejected or insufficient evidence: registered, not champion), and the decision is recorded as
+version tags, as ``decision.json`` on the run and returned. The per-clip errors behind the
+version's dev WER go with it as ``clip_errors.json`` on the run
+(:mod:`distilflow.register.clip_errors`), for the next challenger's paired comparison.
 
 MLflow is imported only inside ``distilflow.register``: here, :mod:`~distilflow.register.tracking`
 (tracking URIs, the training stages' runs), :mod:`~distilflow.register.pyfunc` and
@@ -25,6 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 from distilflow.config import RegisterConfig, TrackingConfig
 from distilflow.models.dynamic import audio_context_of_dir, describe_audio_context
+from distilflow.register.clip_errors import (
+    ARTIFACT,
+    ClipErrors,
+    Rescored,
+    as_rescored,
+    from_record,
+    paired_clips,
+    to_record,
+)
 from distilflow.register.gate import Decision, clean_scores, decide, with_rescored
 from distilflow.register.model_card import CardInfo, render_model_card
 from distilflow.register.pyfunc import log_pyfunc
@@ -50,6 +62,8 @@ class Candidate:
     data: Mapping[str, Any] = field(default_factory=dict)  # for the model card
     # per language, what ``wer`` was measured on (distilflow/register/wer_basis.py); {} = unknown
     wer_basis: Mapping[str, str] = field(default_factory=dict)
+    # per language, clip key -> (errors, words) behind ``wer`` (distilflow/register/clip_errors.py)
+    clip_errors: Mapping[str, Mapping[str, tuple[int, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -59,12 +73,13 @@ class Champion:
     version: str
     wer: dict[str, Any]
     basis: dict[str, str]  # {} for versions registered before bases were recorded
+    clip_errors: ClipErrors = field(default_factory=dict)  # {}: none recorded
 
 
 # Scores a registered model (its ``models:/name/version`` URI) on the challenger's clips of the
-# given languages, decoded as the challenger was: per-language WER. Given by the caller, which
-# knows the evaluation; this module only calls it.
-Rescore = Callable[[str, list[str]], Mapping[str, float]]
+# given languages, decoded as the challenger was: per-language WER, with the per-clip errors when
+# it can (``Rescored``). Given by the caller, which knows the evaluation; this module only calls it.
+Rescore = Callable[[str, list[str]], Mapping[str, float] | Rescored]
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,28 @@ def current_champion(client: MlflowClient, name: str) -> Champion | None:
         str(version.version),
         json.loads(version.tags.get("wer", "{}")),
         json.loads(version.tags.get("wer_basis", "{}")),
+        recorded_clip_errors(client, version.run_id),
     )
+
+
+def recorded_clip_errors(client: MlflowClient, run_id: str | None) -> ClipErrors:
+    """The per-clip errors a version recorded on its registration run ({} when it has none:
+    a version registered before they were recorded, or without an evaluation behind it)."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return {}
+    try:
+        names = {a.path for a in client.list_artifacts(run_id)}
+    except MlflowException:  # the run is gone
+        return {}
+    if ARTIFACT not in names:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, ARTIFACT, tmp)
+        return from_record(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def judge(
@@ -119,19 +155,35 @@ def judge(
     tolerance: float,
     rescore: Rescore | None,
     model_name: str,
+    cand_clips: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> Decision:
     """The gate, on figures measured on the same clips: where the champion's recorded figure
-    has another basis than the challenger's, ``rescore`` scores the champion again first (without
-    ``rescore``, the recorded figures are compared and the reasons say which differ)."""
+    has another basis than the challenger's, or the same basis but no per-clip errors recorded
+    while the challenger has them, ``rescore`` scores the champion again first (without
+    ``rescore``, the recorded figures are compared and the reasons say which differ). Languages
+    with both versions' errors on the same clips are judged on their paired interval."""
     if champion is None:
         return decide(cand_wer, None, tolerance)
+    clips = dict(cand_clips or {})
     unmatched = unmatched_languages(champion.basis, cand_basis, champion.wer)
+    matched = [x for x in champion.wer if x in cand_basis and x not in unmatched]
+    champ_clips = {x: champion.clip_errors[x] for x in matched if x in champion.clip_errors}
+    missing = sorted(
+        x for x in matched if x in clips and paired_clips(clips[x], champ_clips.get(x)) is None
+    )
+    again = sorted(set(unmatched) | set(missing)) if rescore is not None else []
     champ_wer = dict(champion.wer)
-    if unmatched and rescore is not None:
-        champ_wer |= dict(rescore(f"models:/{model_name}/{champion.version}", unmatched))
-        recorded = {lang: champion.wer[lang] for lang in unmatched}
-        return with_rescored(decide(cand_wer, champ_wer, tolerance, champion.version), recorded)
-    decision = decide(cand_wer, champ_wer, tolerance, champion.version)
+    if rescore is not None and again:
+        answer = as_rescored(rescore(f"models:/{model_name}/{champion.version}", again))
+        champ_wer |= dict(answer.wer)
+        champ_clips |= {x: dict(answer.clips[x]) for x in again if x in answer.clips}
+    paired = {
+        x: pair for x in clips if (pair := paired_clips(clips[x], champ_clips.get(x))) is not None
+    }
+    decision = decide(cand_wer, champ_wer, tolerance, champion.version, paired)
+    if again:
+        recorded = {x: champion.wer[x] for x in again}
+        return with_rescored(decision, recorded, same_clips=missing)
     if unmatched:
         note = (
             f"measured on other clips or decoding than the champion's: {', '.join(unmatched)} "
@@ -206,7 +258,17 @@ def register_model_dir(
     tags = lineage_tags(cand)
     with mlflow.start_run(run_name=f"register-{cand.kind}", tags=tags) as run:
         _log_run_inputs(cand, cfg)
-        decision = judge(cand.wer, cand.wer_basis, champion, cfg.tolerance, rescore, cfg.model_name)
+        if cand.clip_errors:
+            mlflow.log_dict(to_record(cand.clip_errors), ARTIFACT)
+        decision = judge(
+            cand.wer,
+            cand.wer_basis,
+            champion,
+            cfg.tolerance,
+            rescore,
+            cfg.model_name,
+            cand.clip_errors,
+        )
         version = _log_model(cand, cfg.model_name, tags | decision_tags(decision))
         aliases = _set_aliases(client, cfg.model_name, version, decision.promote)
         card = render_model_card(
@@ -251,10 +313,11 @@ def promote_version(
             return _promotion_record(client, cfg.model_name, version, False, reasons)
     basis = json.loads(mv.tags.get("wer_basis", "{}"))
     wer = json.loads(mv.tags.get("wer", "{}"))
-    decision = judge(wer, basis, champion, cfg.tolerance, None, cfg.model_name)
+    clips = recorded_clip_errors(client, mv.run_id)
+    decision = judge(wer, basis, champion, cfg.tolerance, None, cfg.model_name, clips)
     if force and not decision.promote:
         reasons = [f"forced by the operator: {force}", *decision.reasons]
-        decision = dataclasses.replace(decision, promote=True, reasons=reasons)
+        decision = dataclasses.replace(decision, promote=True, insufficient=False, reasons=reasons)
     for key, value in decision_tags(decision).items():
         client.set_model_version_tag(cfg.model_name, version, key, value)
     client.set_model_version_tag(cfg.model_name, version, "decision_by", "operator")

@@ -1,11 +1,13 @@
 """Score a released model directory again on the evaluation's dev clips of some languages.
 
 The promotion gate needs this when the champion's recorded WER was measured on other clips or
-decoding than the challenger's (:mod:`distilflow.register.wer_basis`): the champion is then decoded
-exactly as the evaluation decoded the challenger (same clips, references, token budget and
-repetition guard, greedy at batch 1) and scored with the same measures. The directory is a
-registered release: a transformers Whisper, with ``experts/<lang>.safetensors`` for the
-languages whose experts ship (routed per language, as consumers do).
+decoding than the challenger's (:mod:`distilflow.register.wer_basis`), or when the champion has
+no per-clip errors recorded (:mod:`distilflow.register.clip_errors`): the champion is then
+decoded exactly as the evaluation decoded the challenger (same clips, references, token budget
+and repetition guard, greedy at batch 1) and scored with the same measures, per language and per
+clip. The directory is a registered release: a transformers Whisper, with
+``experts/<lang>.safetensors`` for the languages whose experts ship (routed per language, as
+consumers do).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from distilflow.evaluate.results import StaleResultsError
 from distilflow.evaluate.sets import DEV, AudioClip, EvalSet
 from distilflow.evaluate.stage import eval_sets
 from distilflow.models.load import load_whisper
+from distilflow.register.clip_errors import ClipErrors, Rescored, add_clip
 from distilflow.register.consumer import EXPERTS_DIR
 from distilflow.register.wer_basis import basis, decoding_key
 
@@ -75,11 +78,27 @@ def score_release(
 ) -> dict[str, float]:
     """Per-language WER of the release in ``directory`` on the evaluation's dev clips of
     ``languages`` (checked against ``expected``, the evaluation's bases)."""
+    return dict(score_release_clips(params, directory, languages, expected, cache_dir).wer)
+
+
+def score_release_clips(
+    params: Params,
+    directory: Path,
+    languages: Sequence[str],
+    expected: Mapping[str, str],
+    cache_dir: Path | None = None,
+) -> Rescored:
+    """:func:`score_release` with the per-clip errors behind each WER
+    (:mod:`distilflow.register.clip_errors`), for the gate's paired comparison."""
     dev = dev_clips_of(params, languages, expected)
     ev = params.evaluate
     model = release_model("champion", directory, cache_dir)
     result = evaluate_pair(model, dev, ev.max_new_tokens, ev.device, guard_of(params.decode))
-    return {
+    wer = {
         lang: language_metrics(lang, [c for c in result.clips if c.language == lang])["wer"]
         for lang in languages
     }
+    clips: ClipErrors = {}
+    for c in result.clips:  # a dev clip's id is its content hash
+        add_clip(clips, c.language, c.id, c.reference, c.hypothesis)
+    return Rescored(wer, clips)
