@@ -1,13 +1,17 @@
 """Per-language experts against their baselines, side by side in one process, on real speech.
 
     python -m bench.experts ../shared/data/asterisk-dev [--student data/student/model]
-        [--languages es fr it ru en] [--train 40] [--test 20] [--steps 30] [--encoder]
+        [--languages es fr it ru en] [--train 40] [--test 20] [--steps 30] [--encoder] [--gates]
 
 For each language: ``--train`` clips pseudo-labelled by the teacher (greedy, language forced)
 and ``--test`` clips scored against the human references, none of them in the demo corpus the
-student was distilled on and the two sets disjoint. On the same student, data and step budget:
-the student alone, full fine-tuning, LoRA on the FFNs, experts without distillation (β = 0),
-experts with distillation (JS), and, with ``--text-model``, experts + the Distill-L2S loss. No
+student was distilled on and the two sets disjoint. On the same student, data, step budget and
+loss (the experts' distillation term): the student alone, full fine-tuning and LoRA on the FFNs
+(each at its own learning rate option, ``experts.finetune_lr`` and ``experts.lora_lr``), experts
+without distillation (β = 0), experts with distillation (JS), and, with ``--text-model``,
+experts + the Distill-L2S loss; with ``--gates``, the experts' gate options too (the soft gate
+with its noise ramp, the soft gate opened at start, expert dropout). Each experts row is also
+scored with the soft gate sigmoid(G) in place of the hard gate served (``wer_soft_gate``). No
 training step sees a test clip (one evaluation, at the last step, nothing is selected on it).
 Decode time is the time of KV-cached decoding of the same token sequences (the teacher's
 transcripts of the test clips) from the same encoder states for every method (a model that stops
@@ -35,10 +39,12 @@ import torch
 from bench.common import provenance, write_result
 from distilflow.config import ExpertsConfig, load_params
 from distilflow.decoding.greedy import EvalClip
+from distilflow.experts.schedule import method_lr
 from distilflow.experts.stage import LanguageRun, make_trainer, prepare_model
 from distilflow.lineage import combine_hashes
 from distilflow.models import load_whisper
 from distilflow.models.device import count_parameters
+from distilflow.models.experts import set_soft_serving
 from distilflow.text import error_rate_corpus
 from distilflow.training.loop import NullTracker, TrainExample
 from distilflow.training.prepare import eos_of, frozen_states, load_frozen_teacher, trainable_states
@@ -47,6 +53,7 @@ from distilflow.training.states import EncoderStates, train_example
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")  # the benchmark's device
 METHODS = ("student", "finetune", "lora", "experts_no_kd", "experts_kd", "experts_kd_l2s")
+GATE_VARIANTS = ("experts_kd_soft", "experts_kd_soft_open", "experts_kd_dropout")  # --gates
 
 
 def pick_clips(corpus: Path, lang: str, n_train: int, n_test: int) -> tuple[list[Any], list[Any]]:
@@ -91,12 +98,16 @@ def variant(
         "encoder": encoder,
         "warmup_steps": max(1, steps // 10),
     }
-    by_method: dict[str, dict[str, Any]] = {
-        "finetune": {"method": "finetune", "beta_kd": 0.0, "lr": 1e-4},  # the student's lr
-        "lora": {"method": "lora", "beta_kd": 0.0},
+    by_method: dict[str, dict[str, Any]] = {  # the learning rate: the method's own option
+        "finetune": {"method": "finetune"},  # the experts' loss, KD term included
+        "lora": {"method": "lora"},
         "experts_no_kd": {"method": "experts", "beta_kd": 0.0},
-        "experts_kd": {"method": "experts"},
+        "experts_kd": {"method": "experts"},  # the configured gate (experts.gate)
         "experts_kd_l2s": {"method": "experts", "l2s_weight": 0.1, "text_model": text},
+        # gate options, all else as experts_kd
+        "experts_kd_soft": {"method": "experts", "gate": "soft", "gate_bias": 0.0},
+        "experts_kd_soft_open": {"method": "experts", "gate": "soft", "gate_bias": 3.0},
+        "experts_kd_dropout": {"method": "experts", "expert_dropout": 0.2},
     }
     return dataclasses.replace(base, **common, **by_method[method])
 
@@ -159,6 +170,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--encoder", action="store_true", help="experts/FT in the encoder too")
     parser.add_argument("--text-model", default="", help="L2S text encoder (hub id or dir)")
+    parser.add_argument("--gates", action="store_true", help="the experts' gate options too")
     parser.add_argument("--out", type=Path, default=REPO / "docs/bench/experts.json")
     args = parser.parse_args()
     params = load_params(REPO / "params.yaml")
@@ -167,6 +179,7 @@ def main() -> None:
     teacher = teacher_loaded.model
     base = load_whisper(args.student, cache_dir=cache)
     methods = [m for m in METHODS if m != "experts_kd_l2s" or args.text_model]
+    methods += list(GATE_VARIANTS) if args.gates else []
     results: dict[str, Any] = {}
     for lang in args.languages:
         results[lang] = run_language(
@@ -187,6 +200,12 @@ def main() -> None:
                 "batch_size": params.experts.batch_size,
                 "form": params.experts.form,
                 "rank": params.experts.rank,
+                "gate": params.experts.gate,
+                "lr": {
+                    m: method_lr(variant(params.experts, m, 1, False, ""))
+                    for m in methods
+                    if m != "student"
+                },
             },
             "results": results,
         },
@@ -282,12 +301,12 @@ def run_method(
     # with --encoder every method (the student too) runs its own encoder when decoding
     states = trainable_states(student.model.encoder, s_states) if args.encoder else s_states
     wer, decode_s, _ = timed_eval(student, base.processor, data.dev, states, forced)
-    return {
-        "wer": wer,
-        "decode_s": decode_s,
-        "train_s": train_s,
-        "parameters": count_parameters(student),
-    }
+    out = {"wer": wer, "decode_s": decode_s, "train_s": train_s}
+    if method.startswith("experts"):  # the same experts with the soft gate: the serving gap
+        set_soft_serving(student, True)
+        out["wer_soft_gate"] = timed_eval(student, base.processor, data.dev, states, forced)[0]
+        set_soft_serving(student, False)
+    return out | {"parameters": count_parameters(student)}
 
 
 def train_method(

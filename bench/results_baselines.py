@@ -1,9 +1,12 @@
 """The results run's baselines: full fine-tuning and LoRA of the pipeline's student, per expert
 language, on the experts stage's data and step budget, scored on the held-out test split.
 
-Training is the experts stage's own code (``experts.method: finetune | lora``, no distillation
-term, as the DistilWhisper paper's baselines); scoring is the evaluation stage's own code
-(greedy, batch 1, language forced, the same measures), so the rows compare like with like.
+Training is the experts stage's own code (``experts.method: finetune | lora``): the experts'
+loss, distillation term included, on their data and step budget, each method at its own
+learning rate option (``experts.finetune_lr``, ``experts.lora_lr``; ``method_lr``). Scoring is
+the evaluation stage's own code (greedy, batch 1, language forced, the same measures), so the
+rows compare like with like. Step 0 (the student alone) is a candidate for each baseline too:
+where no step beats it, the baseline's file holds nothing and it is scored as the student.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from distilflow.evaluate.models import EvalModel
 from distilflow.evaluate.sets import audiofolder_set
 from distilflow.evaluate.stage import only_languages
 from distilflow.experts.report import ExpertsReport
+from distilflow.experts.schedule import method_lr
 from distilflow.experts.stage import prepare_model, train_language
 from distilflow.models.experts import expert_path
 from distilflow.models.load import LoadedWhisper, load_whisper
@@ -32,12 +36,9 @@ METHODS = ("finetune", "lora")
 
 
 def baseline_config(experts: ExpertsConfig, method: str, out_dir: Path) -> ExpertsConfig:
-    """The experts stage's settings (steps, batch, data) with ``method``; fine-tuning at the
-    student's learning rate (the experts' 1e-3 diverges on a whole decoder), no KD. Pure."""
-    lr = {"finetune": 1.0e-4}.get(method, experts.lr)
-    return dataclasses.replace(
-        experts, method=method, beta_kd=0.0, lr=lr, out_dir=str(out_dir), progress=False
-    )
+    """The experts stage's settings (steps, batch, data, loss with its KD term) with ``method``;
+    the stage trains it at the method's own learning rate option. Pure."""
+    return dataclasses.replace(experts, method=method, out_dir=str(out_dir), progress=False)
 
 
 def load_baseline(student_dir: str, cache_dir: str, cfg: ExpertsConfig, lang: str) -> LoadedWhisper:
@@ -99,6 +100,8 @@ def one_baseline(
     trained = report if isinstance(report, ExpertsReport) else None  # None: the language skipped
     return {
         "test": language_metrics(lang, result.clips),
+        "lr": method_lr(cfg),
+        "serves": trained.serves if trained else "student",  # student: no step beat step 0
         "dev_wer": trained.dev_wer if trained else None,
         "student_dev_wer": trained.student_dev_wer if trained else None,
         "train_s": round(train_s, 1),

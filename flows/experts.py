@@ -20,16 +20,16 @@ from tasks.experts import train_experts
 
 def report_markdown(reports: list[ExpertsReport | ExpertsSkipped]) -> str:
     lines = [
-        "| language | method | student WER | with experts | trained parameters |",
-        "| --- | --- | --- | --- | --- |",
+        "| language | method | student WER | with experts | serves | trained parameters |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in reports:
         if isinstance(r, ExpertsSkipped):
-            lines.append(f"| {r.language} | {r.method} | skipped: {r.skipped} | | |")
+            lines.append(f"| {r.language} | {r.method} | skipped: {r.skipped} | | student | |")
             continue
         lines.append(
             f"| {r.language} | {r.method} | {r.student_dev_wer:.3f} | "
-            f"{r.dev_wer:.3f} | {r.trained_parameters:,} |"
+            f"{r.dev_wer:.3f} | {r.serves} (step {r.best_step}) | {r.trained_parameters:,} |"
         )
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""WER-filter flow: keep the pseudo-labels that agree with the reference (or are confident).
+"""WER-filter flow: judge every pseudo-label (against the reference, or by the teacher's
+confidence); keep the clips whose label passes or whose human reference is usable.
 
 python -m flows.filter [--params params.yaml]
 """
@@ -19,12 +20,15 @@ from tasks.filter import filter_labels
 
 def report_markdown(report: FilterReport) -> str:
     lines = [
-        "| language | input | kept | dropped | mean WER/CER |",
-        "| --- | --- | --- | --- | --- |",
+        "| language | input | kept | of them, for their reference only | dropped | mean WER/CER |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for lang, row in report.by_language.items():
         dropped = ", ".join(f"{k}: {v}" for k, v in row.dropped.items()) or "0"
-        lines.append(f"| {lang} | {row.input} | {row.kept} | {dropped} | {row.mean_error} |")
+        ref_only = ", ".join(f"{k}: {v}" for k, v in row.reference_only.items()) or "0"
+        lines.append(
+            f"| {lang} | {row.input} | {row.kept} | {ref_only} | {dropped} | {row.mean_error} |"
+        )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from distilflow.config import Params, section_hash
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.experts.report import ExpertsReport, ExpertsSkipped
+from distilflow.experts.select import STUDENT
 from distilflow.experts.stage import train_language
 from distilflow.lineage import git_commit
 from distilflow.models.experts import expert_path
@@ -49,6 +50,8 @@ def train_experts(params: Params, language: str) -> ExpertsReport | ExpertsSkipp
                 "final/student_dev_wer": report.student_dev_wer,
                 "final/dev_wer": report.dev_wer,
             }
+            if report.soft_gate_dev_wer is not None:  # the chosen experts with the soft gate
+                final["final/soft_gate_dev_wer"] = report.soft_gate_dev_wer
             tracker.log_metrics(final, report.steps)
             tracker.log_artifacts(expert_path(cfg.out_dir, language).parent, "experts")
     if isinstance(report, ExpertsSkipped):
@@ -59,4 +62,6 @@ def train_experts(params: Params, language: str) -> ExpertsReport | ExpertsSkipp
             f"(student alone {report.student_dev_wer:.3f}), "
             f"{report.trained_parameters:,} trained parameters"
         )
+        if report.serves == STUDENT:
+            print(f"experts {language}: no trained step beat the student alone; it serves it")
     return report

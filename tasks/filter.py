@@ -18,5 +18,9 @@ def filter_labels(
 ) -> FilterReport:
     """Keep or drop every pseudo-label, persisting each decision with its reason."""
     report = run_filter(Path(labels_dir), cfg, languages)
-    print(f"filter: {report.input} labels = {report.kept} kept + {report.dropped} dropped")
+    ref_only = sum(sum(r.reference_only.values()) for r in report.by_language.values())
+    print(
+        f"filter: {report.input} labels = {report.kept} kept ({ref_only} of them for their "
+        f"reference only: the teacher's label failed) + {report.dropped} dropped"
+    )
     return report

@@ -103,3 +103,15 @@ def test_cer_for_languages_without_spaces() -> None:
         drop_uppercase=True,
     )
     assert en.normalizer == "english" and en.max_error == 0.1 and not en.use_cer
+
+
+def test_a_dropped_label_keeps_a_usable_reference_and_its_error() -> None:
+    loop = "uno dos " * 30
+    d = decide("uno dos", loop, 0.0, 0.0, RULE)
+    assert d.status == REPETITION_LOOP and d.reference_usable and d.error is not None
+    wrong = decide("uno dos tres cuatro", "uno dos", -0.2, 0.01, RULE)
+    assert wrong.status == WER_ABOVE_THRESHOLD and wrong.reference_usable
+    assert wrong.error == pytest.approx(0.5)
+    assert not decide("[!]", "hello", 0.0, 0.0, RULE).reference_usable
+    assert not decide(None, "hola", -0.3, 0.1, RULE).reference_usable
+    assert decide("hello", " ... ", 0.0, 0.0, RULE).error is None  # empty label: no error

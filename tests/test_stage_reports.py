@@ -143,23 +143,29 @@ def test_label_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_filter_report(tmp_path: Path) -> None:
     decisions = pd.DataFrame(
         {
-            "language": ["en", "en", "en", "ru", "en"],
-            "status": ["kept", "kept", "wer_above_threshold", "empty_reference", "no_speech"],
-            "error": [0.1, 0.2, 0.9, float("nan"), float("nan")],
+            "language": ["en", "en", "en", "ru", "en", "en"],
+            "status": [
+                "kept", "kept", "wer_above_threshold", "empty_reference", "no_speech",
+                "repetition_loop",
+            ],
+            "error": [0.1, 0.2, 0.9, float("nan"), float("nan"), float("nan")],
+            # the third clip's and the loop's references are usable: kept for them
+            "kept": [True, True, True, False, False, True],
         }
-    )
+    )  # fmt: skip
     report = summarise(decisions, LINEAGE)
     expected = {
-        "input": 5,
-        "kept": 2,
-        "dropped": 3,
+        "input": 6,
+        "kept": 4,
+        "dropped": 2,
         "by_language": {
             "en": {
-                "input": 4,
-                "kept": 2,
-                "dropped": {"no_speech": 1, "wer_above_threshold": 1},
+                "input": 5,
+                "kept": 4,
+                "dropped": {"no_speech": 1},
                 "mean_error": 0.4,
                 "mean_error_kept": 0.15,
+                "reference_only": {"repetition_loop": 1, "wer_above_threshold": 1},
             },
             "ru": {
                 "input": 1,
@@ -167,6 +173,7 @@ def test_filter_report(tmp_path: Path) -> None:
                 "dropped": {"empty_reference": 1},
                 "mean_error": None,
                 "mean_error_kept": None,
+                "reference_only": {},
             },
         },
         "lineage": LINEAGE_DICT,

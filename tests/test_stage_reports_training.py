@@ -20,6 +20,7 @@ from distilflow.experts.report import (
     ExpertsSkipped,
     read_language_report,
 )
+from distilflow.experts.select import TRAINED, Serving
 from distilflow.student.report import StudentReport
 from distilflow.training.loop import TrainState
 
@@ -63,7 +64,9 @@ def test_student_report(params: Params, tmp_path: Path, monkeypatch: pytest.Monk
         teacher=SimpleNamespace(fingerprint="teach1", model=torch.nn.Linear(4, 3)),
         student=torch.nn.Linear(3, 2),
         layer_ids=[0, 3],
-        data=SimpleNamespace(train=clips, dev=clips[:2], data_hash="data1"),
+        data=SimpleNamespace(
+            train=clips, dev=clips[:2], data_hash="data1", targets={"reference": 1, "pseudo": 2}
+        ),
         computed=7,
     )
     teacher_wer = {"fr": 0.5, "en": 0.25}
@@ -99,6 +102,7 @@ def test_student_report(params: Params, tmp_path: Path, monkeypatch: pytest.Monk
             "input_hash": "data1",
             "teacher_id": "teach1",
         },
+        "train_targets": {"pseudo": 2, "reference": 1},
     }
     assert_same_order(report.to_dict(), expected)
     path = tmp_path / "student" / "report.json"
@@ -159,16 +163,21 @@ def test_experts_report(params: Params, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(stage, "git_commit", lambda: "abc123")
     cfg = params.experts
     base_wer = {"fr": 0.75}
+    serving = Serving(TRAINED, 0.5, 0.625)
     report = stage.language_report(
-        cfg, expert_run("fr"), base_wer, state({"fr": 0.5}, 0.5), False, 6
+        cfg, expert_run("fr"), base_wer, state({"fr": 0.5}, 0.5), False, 6, serving
     )
     expected = {
         "language": "fr",
         "method": cfg.method,
         "form": cfg.form if cfg.method == "experts" else None,
+        "gate": cfg.gate if cfg.method == "experts" else None,
         "student_dev_wer": 0.75,
         "dev_wer": 0.5,
+        "hard_gate_dev_wer": 0.5,
+        "soft_gate_dev_wer": 0.625,
         "improved": True,
+        "serves": "trained",
         "best_step": 4,
         "steps": 4,
         "resumed": False,
@@ -200,7 +209,8 @@ def test_experts_report_without_dev_scores_rewrites_the_same_bytes(
     from distilflow.experts import stage
 
     run = expert_run("it")
-    report = stage.language_report(params.experts, run, {}, state({}, math.inf), True, 6)
+    serving = Serving(TRAINED, math.nan, math.nan)
+    report = stage.language_report(params.experts, run, {}, state({}, math.inf), True, 6, serving)
     assert math.isnan(report.dev_wer) and math.isnan(report.student_dev_wer)
     assert not report.improved
     path = tmp_path / "it.json"

@@ -157,6 +157,24 @@ def test_frozen_teacher_gives_a_trainable_student() -> None:
     assert fixed == ["model.encoder.embed_positions.weight"]  # sinusoidal, frozen by Whisper
 
 
+def test_frozen_embeddings_freeze_the_tied_output_layer_too(tmp_path: Path) -> None:
+    from distilflow.config import load_params
+    from distilflow.student.stage import make_student_on
+    from distilflow.training.loop import trained_tensors
+
+    teacher, _ = tiny_whisper(seed=1, decoder_layers=TEACHER_LAYERS)
+    cfg = load_params("params.yaml").student
+    assert cfg.freeze_embeddings  # the shipped recipe
+    student, _ = make_student_on(cfg, teacher, tmp_path, torch.device("cpu"))
+    assert student.proj_out.weight is student.model.decoder.embed_tokens.weight  # tied
+    assert not student.proj_out.weight.requires_grad
+    trained = set(trained_tensors(student))
+    assert not any(
+        "embed" in n or "proj_out" in n or n.startswith("model.encoder") for n in trained
+    )
+    assert "model.decoder.layers.0.fc1.weight" in trained
+
+
 def test_save_and_load_round_trip(
     teacher: tuple[WhisperForConditionalGeneration, WhisperProcessor], tmp_path: Path
 ) -> None:

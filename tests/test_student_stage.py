@@ -50,7 +50,9 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
     from distilflow.student.build import save_student
     from distilflow.training.data import load_training_examples
     from distilflow.training.loop import Trainer
-    from distilflow.training.states import EncoderStates, build_examples
+    from distilflow.training.prepare import run_data
+    from distilflow.training.states import EncoderStates
+    from distilflow.training.targets import TargetRule
 
     params = load_params(student_params(prepared, tiny_teacher, **kw))
     cfg = params.student
@@ -61,8 +63,8 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
     student, _ = distill.make_student_for(cfg, teacher, prepared / "cache")
     student.model.encoder.requires_grad_(False)
     df = load_training_examples(Path(params.filter.out_dir), None)
-    gen = teacher.generation_config
-    train, dev = build_examples(df, gen, int(gen.eos_token_id), cfg.dev_fraction)
+    data = run_data(df, loaded, cfg.dev_fraction, TargetRule(cfg.targets, cfg.auto_max_error))
+    train, dev = data.train, data.dev
     paths = dict(zip(df["hash"], df["audio_path"], strict=True))
     cache = EncoderCache(prepared / "cache" / "encoder", module_hash(teacher.model.encoder))
     states = EncoderStates(

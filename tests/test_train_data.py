@@ -65,23 +65,24 @@ PROMPT = [50, 51, 52, 53]
 EOS = 99
 
 
-def test_labels_are_the_next_input_token_and_the_prompt_is_not_scored() -> None:
+def test_labels_are_the_next_input_token_and_the_language_token_is_scored() -> None:
     inputs, labels = decoder_example([10, 11, 12], PROMPT, EOS)
     assert inputs == [50, 51, 52, 53, 10, 11, 12]
-    assert labels == [IGNORE, IGNORE, IGNORE, 10, 11, 12, EOS]
+    # after <|sot|>: the language (51), the task (52) and <|notimestamps|> (53) are scored
+    assert labels == [51, 52, 53, 10, 11, 12, EOS]
     for i in range(len(inputs) - 1):
-        assert labels[i] in (IGNORE, inputs[i + 1])
+        assert labels[i] == inputs[i + 1]
     # an empty transcript still teaches the model to stop
-    assert decoder_example([], PROMPT, EOS) == (PROMPT, [IGNORE, IGNORE, IGNORE, EOS])
+    assert decoder_example([], PROMPT, EOS) == (PROMPT, [51, 52, 53, EOS])
 
 
 def test_long_examples_are_cut_with_inputs_and_labels_aligned() -> None:
     tokens = np.arange(100, 110, dtype=np.int32)  # as read from Parquet
     inputs, labels = decoder_example(tokens, PROMPT, EOS, max_length=8)
     assert inputs == [50, 51, 52, 53, 100, 101, 102, 103]
-    assert labels == [IGNORE, IGNORE, IGNORE, 100, 101, 102, 103, 104]
+    assert labels == [51, 52, 53, 100, 101, 102, 103, 104]
     assert all(type(t) is int for t in inputs + labels)
-    assert decoder_example([1, 2], PROMPT, EOS, max_length=4)[1] == [IGNORE] * 3 + [1]
+    assert decoder_example([1, 2], PROMPT, EOS, max_length=4)[1] == [51, 52, 53, 1]
     with pytest.raises(ValueError, match="shorter than the prompt"):
         decoder_example([1], PROMPT, EOS, max_length=3)
     with pytest.raises(ValueError, match="prompt is empty"):

@@ -87,3 +87,27 @@ def test_seed_training_makes_the_positional_embeddings_backward_reproducible() -
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(threads)
+
+
+def test_constant_schedule_holds_the_peak_after_warm_up() -> None:
+    assert lr_factor(0, 10, 100, "constant") == pytest.approx(0.1)
+    assert [lr_factor(s, 10, 100, "constant") for s in (10, 55, 99, 100)] == [1.0] * 4
+    with pytest.raises(ValueError, match="unknown LR schedule"):
+        lr_factor(50, 10, 100, "cosine")
+
+
+def test_param_groups_never_decay_biases_norms_and_embeddings() -> None:
+    from distilflow.testing import tiny_whisper
+    from distilflow.training.loop import param_groups
+
+    model, _ = tiny_whisper()
+    model.model.encoder.requires_grad_(False)
+    groups = param_groups(model, 0.01)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in groups[0]["params"]}
+    plain = {names[id(p)] for p in groups[1]["params"]}
+    assert groups[0]["weight_decay"] == 0.01 and groups[1]["weight_decay"] == 0.0
+    assert "model.decoder.layers.0.fc1.weight" in decayed
+    assert {"model.decoder.layers.0.fc1.bias", "model.decoder.layer_norm.weight"} <= plain
+    assert "model.decoder.embed_tokens.weight" in plain
+    assert not any(n.startswith("model.encoder") for n in decayed | plain)  # frozen: left out

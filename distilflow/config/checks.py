@@ -87,6 +87,19 @@ def _check_experts(ex: ExpertsConfig, source: Path) -> None:
             raise ConfigError(f"{source}: experts.{name}: must be at least 1")
     if not 0.0 <= ex.gate_target <= 1.0:
         raise ConfigError(f"{source}: experts.gate_target: must be in [0, 1]")
+    for name in ("lr", "finetune_lr", "lora_lr"):
+        if not getattr(ex, name) > 0:
+            raise ConfigError(f"{source}: experts.{name}: must be above 0")
+    if not 0.0 <= ex.expert_dropout < 1.0:
+        raise ConfigError(f"{source}: experts.expert_dropout: must be in [0, 1)")
+    if ex.gate_noise < 0 or ex.gate_noise_steps < 0:
+        raise ConfigError(f"{source}: experts.gate_noise and gate_noise_steps: must be >= 0")
+    if ex.gate == "soft" and ex.gate_noise_steps > ex.max_steps:
+        raise ConfigError(
+            f"{source}: experts.gate_noise_steps: {ex.gate_noise_steps} is beyond max_steps "
+            f"({ex.max_steps}): the soft gate's noise would never reach gate_noise, and the gates "
+            "would end away from the 0/1 served (0 = ramp over the whole run)"
+        )
     if ex.l2s_weight > 0 and not (ex.encoder and ex.text_model):
         raise ConfigError(
             f"{source}: experts.l2s_weight: the text-alignment loss trains the encoder; it needs "

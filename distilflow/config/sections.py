@@ -15,6 +15,11 @@ from typing import Literal
 
 SourceKind = Literal["audiofolder", "commonvoice", "hf", "s3"]
 Quantization = Literal["int8", "int8_float32", "int8_float16", "int16", "float16", "float32"]
+# What a training clip's decoder learns: the human reference, the teacher's pseudo-label, or
+# (auto) the reference where the teacher's error on it is above ``auto_max_error``; clips without
+# a reference always take the pseudo-label (distilflow/training/targets.py)
+Targets = Literal["reference", "pseudo", "auto"]
+LrSchedule = Literal["constant", "linear"]  # after warm-up: hold the peak, or decay to 0
 
 
 class ConfigError(ValueError):
@@ -124,6 +129,10 @@ class StudentConfig:
     context_multiple_s: float = 1.0  # dynamic: rounding step of the encoder's input (x 0.02 s)
     encoder_mse: float = 0.0  # dynamic: weight of MSE(student, teacher encoder) on real frames
     deterministic: bool = True  # torch's deterministic kernels: a re-run gives the same weights
+    targets: Targets = "pseudo"  # reference | pseudo | auto (see Targets)
+    auto_max_error: float = 0.1  # auto: the pseudo-label is the target up to this error
+    freeze_embeddings: bool = False  # token embeddings (tied to the output) and positions frozen
+    lr_schedule: LrSchedule = "linear"  # after warm-up: constant, or linear decay to 0
 
 
 @dataclass(frozen=True)
@@ -140,10 +149,16 @@ class ExpertsConfig:
     form: Literal["full", "lowrank"]  # full: a copy of each FFN (as published); lowrank: rank-r
     rank: int  # rank of low-rank experts and of LoRA
     encoder: bool  # experts (and fine-tuning) in the encoder layers too; false: decoder only
+    # the training gate: straight_through (the served 0/1 gate forward, the sigmoid's gradient
+    # backward) or soft (sigmoid(G + α·noise), as published)
+    gate: Literal["straight_through", "soft"]
+    gate_bias: float  # the gate's initial G (0: served gate on, sigmoid 0.5; 3: sigmoid 0.95)
     gate_width: int  # hidden width of each gate network
     gate_dropout: float
-    gate_target: float  # the budget: mean gate kept near this (0..1)
-    gate_noise: float  # α of sigmoid(G + α·noise), rising linearly from 0 over training
+    gate_target: float  # the budget: mean gate kept near this (0..1; 0/1 gates: share of tokens)
+    gate_noise: float  # soft gate: α of sigmoid(G + α·noise) at the end of its linear ramp
+    gate_noise_steps: int  # soft gate: steps of α's ramp from 0 (0 = the whole run, as published)
+    expert_dropout: float  # probability that a training example runs without its expert path
     budget_weight: float  # weight of the gate budget loss
     alpha_ce: float  # weight of cross-entropy on the pseudo-labels
     beta_kd: float  # weight of the distillation term from the teacher (0 = no distillation)
@@ -155,7 +170,9 @@ class ExpertsConfig:
     max_steps: int
     batch_size: int
     grad_accum: int
-    lr: float
+    lr: float  # method experts' learning rate (the baselines have their own, below)
+    finetune_lr: float  # method finetune's learning rate
+    lora_lr: float  # method lora's learning rate
     warmup_steps: int
     weight_decay: float
     max_grad_norm: float
@@ -166,6 +183,9 @@ class ExpertsConfig:
     device: str  # auto | cpu | cuda | cuda:N
     progress: bool
     deterministic: bool = True  # as student.deterministic
+    targets: Targets = "pseudo"  # as student.targets
+    auto_max_error: float = 0.1  # as student.auto_max_error
+    lr_schedule: LrSchedule = "linear"  # as student.lr_schedule
 
 
 @dataclass(frozen=True)

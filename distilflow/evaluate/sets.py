@@ -24,7 +24,8 @@ import numpy as np
 from distilflow.audio import bytes_hash, load_audio
 from distilflow.languages import normalize_language
 from distilflow.lineage import combine_hashes
-from distilflow.training.data import load_training_examples, split_of
+from distilflow.training.data import is_dev_clip, load_training_examples, split_of
+from distilflow.training.targets import clean_reference
 
 DEV = "dev"  # the name of the student's dev split among the eval sets
 
@@ -99,8 +100,8 @@ def dev_set(
         if split_of(str(r.hash), dev_fraction) != DEV:
             continue
         ref = r.reference if isinstance(r.reference, str) else ""
-        if not ref.strip():
-            no_reference += 1
+        if not is_dev_clip(str(r.hash), clean_reference(ref), dev_fraction):
+            no_reference += 1  # trained on instead (distilflow/training/data.py: is_dev_clip)
             continue
         clips.append(AudioClip(str(r.hash), str(r.audio_path), str(r.language), ref, str(r.hash)))
     if not clips:

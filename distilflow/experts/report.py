@@ -34,12 +34,22 @@ class ExpertsReport(JsonReport):
     language: str  # the language trained
     method: str  # experts.method: "experts", or a baseline ("finetune", "lora")
     form: str | None  # experts.form ("full", "lowrank") for experts, None for a baseline
-    student_dev_wer: float  # the student alone on the dev clips (NaN: no dev clip)
-    dev_wer: float  # the best checkpoint on the dev clips (NaN: no dev clip)
+    gate: str | None  # experts.gate ("straight_through", "soft") for experts, None for a baseline
+    student_dev_wer: float  # the student alone on the dev clips (step 0; NaN: no dev clip)
+    dev_wer: float  # the chosen checkpoint on the dev clips, as served (NaN: no dev clip)
+    # the chosen experts on dev with the hard 0/1 gate served (= dev_wer) and with the soft gate
+    # sigmoid(G) instead: their gap is what a soft-trained gate loses at serving. None for a
+    # baseline (no gate) and where the student alone is served (no experts to gate)
+    hard_gate_dev_wer: float | None
+    soft_gate_dev_wer: float | None
     # False when the experts did not beat the student alone on dev: a consumer (and the
     # registry's gate) may keep the shared path for this language
     improved: bool
-    best_step: int  # the step of the best dev score (-1: never evaluated)
+    # "trained": the chosen trained checkpoint is published; "student": no trained step beat
+    # the student alone (step 0), the published file records no experts and this language
+    # decodes with the plain student everywhere it is served
+    serves: str
+    best_step: int  # the step of the best dev score (0: the student alone; -1: never evaluated)
     steps: int  # optimiser steps taken (the last one, resumed runs included)
     resumed: bool  # True when the run continued from a checkpoint
     train_clips: int  # this language's clips trained on

@@ -1,9 +1,11 @@
 """The expert stage: one language's experts (or a baseline) trained on top of the student.
 
 Per language, in ``experts.out_dir/<lang>/``: ``experts/<lang>.safetensors`` (the best experts
-and gates; for the baselines the fine-tuned weights or the LoRA adapter), ``checkpoints/``
-(resumable), ``report.json``. The student's dev split (``student.dev_fraction``, by content
-hash) is the dev set here too, so no clip the student or the experts trained on is scored.
+and gates; for the baselines the fine-tuned weights or the LoRA adapter; a file recording no
+experts when no trained step beat the student alone, step 0), ``checkpoints/`` (resumable),
+``report.json``. The student's dev split (``student.dev_fraction``, by content hash) is the dev
+set here too, so no clip the student or the experts trained on is scored. Each method trains
+at its own learning rate with the same loss (``distilflow.experts.schedule``).
 """
 
 from __future__ import annotations
@@ -23,14 +25,18 @@ from distilflow.decoding.greedy import EvalClip, evaluate_model
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.experts.loss import ExpertLoss, encoder_frames
 from distilflow.experts.report import ExpertsLineage, ExpertsReport, ExpertsSkipped
+from distilflow.experts.schedule import gate_noise_at, loop_config, set_training_gates
+from distilflow.experts.select import Serving, chosen_serving, seed_step_zero
 from distilflow.lineage import git_commit
 from distilflow.models.device import pick_device
 from distilflow.models.dynamic import audio_context_of
 from distilflow.models.experts import (
     ExpertSpec,
     attach_language,
+    expert_parameters,
     expert_path,
     save_experts,
+    save_no_experts,
     set_gate_noise,
 )
 from distilflow.safetensors_io import save_tensors
@@ -46,6 +52,7 @@ from distilflow.training.prepare import (
     trainable_states,
 )
 from distilflow.training.states import EncoderStates
+from distilflow.training.targets import TargetRule
 
 REPORT = "report.json"
 
@@ -61,14 +68,14 @@ def trains_encoder(cfg: ExpertsConfig) -> bool:
 def prepare_model(student: Any, cfg: ExpertsConfig) -> list[torch.nn.Parameter]:
     """Make the method's parameters trainable (and only them); returns them.
 
-    experts: experts and gates of one language, all else frozen; finetune: the decoder (and
-    the encoder with ``encoder: true``); lora: rank-r adapters on the FFN layers (peft).
+    experts: experts and gates of one language, all else frozen, the gates set up as
+    ``cfg`` trains them; finetune: the decoder (and the encoder with ``encoder: true``); lora:
+    rank-r adapters on the FFN layers (peft).
     """
     student.requires_grad_(False)
     if cfg.method == "experts":
         attach_language(student, spec_of(cfg))
-        from distilflow.models.experts import expert_parameters
-
+        set_training_gates(student, cfg)
         params = expert_parameters(student)
         for p in params:
             p.requires_grad_(True)
@@ -147,7 +154,7 @@ def setup(
     teacher = teacher_loaded.model
     base = load_whisper(str(student_dir), cache_dir=cache_dir)
     student = base.model.to(device)  # type: ignore[arg-type]
-    data = run_data(df, teacher.generation_config, dev_fraction)
+    data = run_data(df, teacher_loaded, dev_fraction, TargetRule(cfg.targets, cfg.auto_max_error))
     if not data.train:
         return None
     fe = base.processor.feature_extractor
@@ -216,9 +223,14 @@ def train_language(
     params = prepare_model(run.student, cfg)
     trainer = make_trainer(cfg, run, out, guard)
     resumed = trainer.try_resume()
+    if not resumed:  # step 0, the student alone, is a candidate like any trained step
+        seed_step_zero(trainer, base_wer, tracker)
     state = trainer.run(tracker)
-    publish(trainer.best_dir() / f"{language}.safetensors", expert_path(cfg.out_dir, language))
-    report = language_report(cfg, run, base_wer, state, resumed, sum(p.numel() for p in params))
+    best = trainer.best_dir() / f"{language}.safetensors"
+    publish(best, expert_path(cfg.out_dir, language))
+    serving = chosen_serving(cfg, trainer, state, language, best)
+    trained = sum(p.numel() for p in params)
+    report = language_report(cfg, run, base_wer, state, resumed, trained, serving)
     report.write(out / REPORT)
     return report
 
@@ -230,19 +242,26 @@ def language_report(
     state: TrainState,
     resumed: bool,
     trained_parameters: int,
+    serving: Serving,
 ) -> ExpertsReport:
-    """What ``<lang>/report.json`` holds, once the best experts are published."""
+    """What ``<lang>/report.json`` holds, once the best experts are published (``run.student``
+    as served: with the chosen experts, or without when the student alone won)."""
     from distilflow.models.device import count_parameters
 
     student_wer = base_wer.get(run.language, math.nan)
     dev_wer = state.best_wer.get(run.language, math.nan)
+    experts = cfg.method == "experts"
     return ExpertsReport(
         language=run.language,
         method=cfg.method,
-        form=cfg.form if cfg.method == "experts" else None,
+        form=cfg.form if experts else None,
+        gate=cfg.gate if experts else None,
         student_dev_wer=student_wer,
         dev_wer=dev_wer,
+        hard_gate_dev_wer=serving.hard_gate_dev_wer,
+        soft_gate_dev_wer=serving.soft_gate_dev_wer,
         improved=dev_wer < student_wer,
+        serves=serving.serves,
         best_step=state.best_step,
         steps=state.step,
         resumed=resumed,
@@ -281,21 +300,25 @@ def make_trainer(
     def save(model: Any, processor: Any, dst: Path, info: dict[str, Any]) -> None:
         dst.mkdir(parents=True, exist_ok=True)
         target = dst / f"{run.language}.safetensors"
-        if cfg.method == "experts":
+        experts = cfg.method == "experts"
+        if info["step"] == 0:  # the student alone: no experts (or baseline weights) to serve
+            spec = spec_of(cfg) if experts else None
+            save_no_experts(target, run.language, run.base_fingerprint, spec, cfg.method)
+        elif experts:
             save_experts(model, target, run.language, spec_of(cfg), run.base_fingerprint)
         else:
             meta = {"language": run.language, "method": cfg.method, "base": run.base_fingerprint}
             save_tensors(target, trainable_state(model, cfg), meta)
         atomic_write_json(dst / "info.json", info)
 
-    def noise(step: int) -> None:
-        set_gate_noise(run.student, cfg.gate_noise * step / max(1, cfg.max_steps))
+    def noise(step: int) -> None:  # the soft gate's α ramp (0 for the straight-through gate)
+        set_gate_noise(run.student, gate_noise_at(cfg, step))
 
     return Trainer(
         run.student,
         run.teacher,
         run.processor,
-        cfg,
+        loop_config(cfg),  # the method's own learning rate
         run.train,
         run.dev,
         run.teacher_states,

@@ -25,7 +25,8 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from distilflow.audio import load_audio
 from distilflow.decoding.speculative import greedy_generate
 from distilflow.text import compression_ratio, normalize
-from distilflow.training.data import load_training_examples, log_mel, prompt_ids, split_of
+from distilflow.training.data import is_dev_clip, load_training_examples, log_mel, prompt_ids
+from distilflow.training.targets import clean_reference
 
 MAX_POSITIONS = 448  # Whisper's decoder positions: prompt + generated tokens
 LOOP_COMPRESSION_RATIO = 2.4  # above this a transcript is a repetition loop (Whisper's threshold)
@@ -121,7 +122,7 @@ def dev_verify_clips(
     for row in df.sort_values("hash").itertuples():
         if len(clips) >= limit:
             break
-        if split_of(str(row.hash), dev_fraction) == "dev":
+        if is_dev_clip(str(row.hash), clean_reference(row.reference), dev_fraction):
             clips.append(VerifyClip(str(row.id), str(row.audio_path), str(row.language)))
     return clips
 

@@ -7,7 +7,7 @@ byte-identical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distilflow.lineage import Lineage
@@ -19,10 +19,13 @@ class LanguageFilter:
     """One language's decisions."""
 
     input: int  # labels of this language
-    kept: int  # of them, labels kept (in manifests/<lang>.parquet)
-    dropped: dict[str, int]  # drop reason (the decision's status) -> labels, sorted by reason
+    kept: int  # of them, clips kept (in manifests/<lang>.parquet)
+    dropped: dict[str, int]  # drop reason (the decision's status) -> clips, sorted by reason
     mean_error: float | None  # mean WER/CER against the reference (4 decimals); None: no reference
-    mean_error_kept: float | None  # the same over the kept labels only; None when none has one
+    mean_error_kept: float | None  # the same over the labels that passed; None when none has one
+    # kept clips whose teacher label failed (reason -> clips): kept for their human reference,
+    # the target of targets reference/auto and of the dev split; counted in ``kept`` too
+    reference_only: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,8 @@ class FilterReport(JsonReport):
     """Kept and dropped per language and reason; ``input == kept + dropped``."""
 
     input: int  # labels decided
-    kept: int  # labels kept
-    dropped: int  # labels dropped, for any reason
+    kept: int  # clips kept (teacher label passed, or the human reference is usable)
+    dropped: int  # clips dropped, for any reason
     by_language: dict[str, LanguageFilter]  # language -> its row, sorted by language
     lineage: Lineage  # where decisions.parquet and the manifests came from
 
@@ -48,6 +51,7 @@ class FilterReport(JsonReport):
                     dropped=dict(row["dropped"]),
                     mean_error=row["mean_error"],
                     mean_error_kept=row["mean_error_kept"],
+                    reference_only=dict(row.get("reference_only", {})),
                 )
                 for lang, row in raw["by_language"].items()
             },

@@ -3,7 +3,9 @@
 Everything here is a pure function of one label record and the filter options, so the rule is
 unit-tested directly. Clips with a reference are judged by the WER (CER for languages written
 without spaces) between the normalised reference and the teacher's text; clips without one are
-judged by the teacher's own confidence.
+judged by the teacher's own confidence. A clip whose label is dropped but whose reference is
+usable stays in the manifest: it trains on its reference (``targets`` reference or auto) and
+can be a dev clip (the dev split is drawn before this rule).
 """
 
 from __future__ import annotations
@@ -39,12 +41,15 @@ class FilterRule:
 
 @dataclass(frozen=True)
 class Decision:
-    """The verdict on one clip."""
+    """The verdict on one clip's teacher label, and whether its human reference is usable."""
 
-    status: str  # KEEP or the reason it was dropped
-    error: float | None  # WER or CER when a reference exists
+    status: str  # KEEP or the reason the teacher's label was dropped
+    error: float | None  # WER or CER of the teacher's label when both texts are non-empty
     reference_norm: str | None
     hypothesis_norm: str
+    # the reference is non-empty once normalised: the clip can still train on it (targets
+    # reference/auto) and be scored on it (dev split) when its teacher label is dropped
+    reference_usable: bool = False
 
 
 def decide(
@@ -56,24 +61,36 @@ def decide(
 ) -> Decision:
     """Keep or drop one pseudo-label. Pure."""
     hyp = normalize(hypothesis, rule.normalizer, rule.strip_accents)
+    ref = None if reference is None else normalize(reference, rule.normalizer, rule.strip_accents)
+    error = error_rate(ref, hyp, rule.use_cer) if ref and hyp else None
+    status = label_status(ref, hypothesis, hyp, avg_logprob, no_speech_prob, rule)
+    if status == KEEP and error is not None and error > rule.max_error:
+        status = WER_ABOVE_THRESHOLD
+    return Decision(status, error, ref, hyp, bool(ref))
+
+
+def label_status(
+    ref: str | None,
+    hypothesis: str,
+    hyp: str,
+    avg_logprob: float,
+    no_speech_prob: float,
+    rule: FilterRule,
+) -> str:
+    """KEEP, or why the teacher's label is unusable, before its error is judged. Pure."""
     if not hyp:
-        return Decision(EMPTY_HYPOTHESIS, None, None, hyp)
+        return EMPTY_HYPOTHESIS
     if rule.drop_uppercase and is_uppercase(hypothesis):
-        return Decision(UPPERCASE_HYPOTHESIS, None, None, hyp)
+        return UPPERCASE_HYPOTHESIS
     if compression_ratio(hypothesis) > rule.max_compression_ratio:
-        return Decision(REPETITION_LOOP, None, None, hyp)
-    if reference is None:
+        return REPETITION_LOOP
+    if ref is None:
         if no_speech_prob > rule.max_no_speech_prob:
-            return Decision(NO_SPEECH, None, None, hyp)
+            return NO_SPEECH
         if avg_logprob < rule.min_avg_logprob:
-            return Decision(LOW_CONFIDENCE, None, None, hyp)
-        return Decision(KEEP, None, None, hyp)
-    ref = normalize(reference, rule.normalizer, rule.strip_accents)
-    if not ref:
-        return Decision(EMPTY_REFERENCE, None, ref, hyp)
-    error = error_rate(ref, hyp, rule.use_cer)
-    status = KEEP if error <= rule.max_error else WER_ABOVE_THRESHOLD
-    return Decision(status, error, ref, hyp)
+            return LOW_CONFIDENCE
+        return KEEP
+    return KEEP if ref else EMPTY_REFERENCE
 
 
 def rule_for(

@@ -1,8 +1,11 @@
 """The WER-filter stage: apply the keep/drop rule to every pseudo-label and persist why.
 
 Outputs in ``filter.out_dir``: ``decisions.parquet`` (every clip, its status, error and
-normalised texts), ``manifests/<lang>.parquet`` (kept clips; ``text`` is the teacher's label the
-student trains on, ``reference`` the human one), ``report.json`` and ``wer.png``.
+normalised texts), ``manifests/<lang>.parquet`` (kept clips: those whose teacher label passes
+and those with a usable human reference; ``text`` is the teacher's label, ``reference`` the
+human one, ``label_ok`` whether the label passed, ``teacher_error`` its WER/CER against the
+reference; the training stages choose their targets from these, see
+distilflow/training/targets.py), ``report.json`` and ``wer.png``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ def decide_all(labels: pd.DataFrame, cfg: FilterConfig) -> pd.DataFrame:
                 "reference_norm": d.reference_norm,
                 "hypothesis_norm": d.hypothesis_norm,
                 "has_reference": ref is not None,
+                "reference_usable": d.reference_usable,
+                "kept": d.status == KEEP or d.reference_usable,
             }
         )
     return pd.DataFrame(rows)
@@ -104,7 +109,11 @@ def run_filter(labels_dir: Path, cfg: FilterConfig, languages: Iterable[str] = (
     write_parquet(
         out / "decisions.parquet", pa.Table.from_pandas(decisions, preserve_index=False), lineage
     )
-    kept = labels[decisions["status"].to_numpy() == KEEP]
+    in_manifest = decisions["kept"].to_numpy(dtype=bool)
+    kept = labels[in_manifest].assign(
+        label_ok=(decisions["status"] == KEEP).to_numpy()[in_manifest],
+        teacher_error=decisions["error"].astype(float).to_numpy()[in_manifest],
+    )
     # a table for every language labelled, and for each of ``languages`` (downstream per-language
     # stages depend on their file) even when it has no clip yet
     tables = {*labels["language"], *languages}
@@ -121,22 +130,29 @@ def _mean(values: pd.Series) -> float | None:
 
 
 def summarise(decisions: pd.DataFrame, lineage: Lineage) -> FilterReport:
-    """Kept and dropped per language and reason; input == kept + dropped."""
+    """Kept and dropped per language and reason; input == kept + dropped. A kept clip whose
+    teacher label failed (kept for its reference) is counted under ``reference_only`` too."""
     by_language: dict[str, LanguageFilter] = {}
     for lang, part in decisions.groupby("language", sort=True):
-        counts = part["status"].value_counts()
+        kept = part["kept"].astype(bool)
         by_language[str(lang)] = LanguageFilter(
             input=len(part),
-            kept=int(counts.get(KEEP, 0)),
-            dropped={str(k): int(v) for k, v in sorted(counts.items()) if k != KEEP},
+            kept=int(kept.sum()),
+            dropped=_reasons(part.loc[~kept, "status"]),
             mean_error=_mean(part["error"]),
             mean_error_kept=_mean(part.loc[part["status"] == KEEP, "error"]),
+            reference_only=_reasons(part.loc[kept & (part["status"] != KEEP), "status"]),
         )
-    kept = sum(v.kept for v in by_language.values())
+    kept_total = sum(v.kept for v in by_language.values())
     return FilterReport(
         input=len(decisions),
-        kept=kept,
-        dropped=len(decisions) - kept,
+        kept=kept_total,
+        dropped=len(decisions) - kept_total,
         by_language=by_language,
         lineage=lineage,
     )
+
+
+def _reasons(statuses: pd.Series) -> dict[str, int]:
+    """Reason -> clips, sorted by reason."""
+    return {str(k): int(v) for k, v in sorted(statuses.value_counts().items())}

@@ -5,15 +5,18 @@ becomes
 
     y = g · expert_lang(x) + (1 − g) · shared(x)
 
-with ``g`` a per-token gate of the active language: ``sigmoid(G(x) + α·noise)`` in training (α
-rising over training), hard ``G(x) ≥ 0`` at inference, where only the chosen path is computed
-for each token. ``G`` is dropout → linear(d, width) → ReLU → linear(width, 1) with the last layer
-zero, and each expert starts as the shared block (a full copy, or a zero low-rank update), so a
-freshly attached language decodes exactly like the student it was built on.
+with ``g`` a per-token gate of the active language: hard ``G(x) ≥ 0`` at inference, where only
+the chosen path is computed for each token; in training that hard gate with the sigmoid's
+gradient (straight-through), or ``sigmoid(G(x) + α·noise)`` with α rising over training
+(``distilflow.models.gates``). ``G`` is dropout → linear(d, width) → ReLU → linear(width, 1)
+with the last layer zero, and each expert starts as the shared block (a full copy, or a zero
+low-rank update), so a freshly attached language decodes exactly like the student it was built
+on.
 
 One language is active at a time. Its experts and gates are one safetensors file
 (``save_experts``); ``use_language`` loads only that language's file, and a language without
-experts (or the translate task) runs the shared path: the original student.
+experts (or the translate task) runs the shared path: the original student. So does a language
+whose file records that no trained step beat the student (``save_no_experts``: no tensors).
 
 The wrapped layer keeps transformers' own forward: its ``fc1`` becomes the whole mixed block and
 its ``activation_fn`` and ``fc2`` become identities (the block applies the original activation
@@ -34,10 +37,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from distilflow.models.gates import GateMode, apply_keep, keep_mask, training_gate
 from distilflow.safetensors_io import save_tensors
 
 ExpertForm = Literal["full", "lowrank"]
 FORMAT_VERSION = 1  # of the expert files' metadata
+NO_EXPERTS = "none"  # metadata ``experts`` of a file with no experts: the language runs the student
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,10 @@ class LanguageFFN(nn.Module):
         self.shared = shared
         self.expert: nn.Module | None = None
         self.gate: nn.Sequential | None = None
-        self.noise = 0.0  # α of the training gate's noise
+        self.noise = 0.0  # α of the training gate's noise (soft mode)
+        self.mode: GateMode = "soft"  # the training gate (distilflow.models.gates)
+        self.soft_serving = False  # inference with sigmoid(G) instead of the hard gate (a probe)
+        self.expert_dropout = 0.0  # training: probability an example skips this expert
         self.last_gate: torch.Tensor | None = None  # (..., 1) gates of the last forward
 
     def attach(self, spec: ExpertSpec) -> None:
@@ -141,10 +149,11 @@ class LanguageFFN(nn.Module):
             shared: torch.Tensor = self.shared(x)
             return shared
         logit: torch.Tensor = self.gate(x)
-        if self.training:
-            noisy = logit + self.noise * torch.randn_like(logit) if self.noise else logit
-            g = torch.sigmoid(noisy)
-            self.last_gate = g
+        if self.training or self.soft_serving:
+            g = training_gate(logit, self.mode, self.noise) if self.training else logit.sigmoid()
+            self.last_gate = g  # the gate network's own output (the budget's), before dropout
+            if self.training and self.expert_dropout:
+                g = apply_keep(g, keep_mask(g.shape[0], self.expert_dropout).to(g.device))
             mixed: torch.Tensor = g * self.run_expert(x) + (1 - g) * self.shared(x)
             return mixed
         return self._hard(x, logit >= 0)
@@ -228,9 +237,24 @@ def expert_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def set_gate_noise(model: Any, alpha: float) -> None:
+def set_gate_noise(model: Any, alpha: float) -> None:  # α of the soft training gate
     for slot in slots_of(model).values():
         slot.noise = alpha
+
+
+def set_gate_mode(model: Any, mode: GateMode) -> None:  # soft | straight_through (training)
+    for slot in slots_of(model).values():
+        slot.mode = mode
+
+
+def set_soft_serving(model: Any, soft: bool) -> None:  # inference with sigmoid(G), a probe
+    for slot in slots_of(model).values():
+        slot.soft_serving = soft
+
+
+def set_expert_dropout(model: Any, p: float) -> None:  # per example and layer, in training
+    for slot in slots_of(model).values():
+        slot.expert_dropout = p
 
 
 def gate_values(model: Any, side: str) -> list[torch.Tensor]:
@@ -253,8 +277,21 @@ def save_experts(model: Any, path: Path, language: str, spec: ExpertSpec, base: 
     return save_tensors(Path(path), expert_state_dict(model), meta)
 
 
+def save_no_experts(
+    path: Path, language: str, base: str, spec: ExpertSpec | None, method: str = "experts"
+) -> Path:
+    """The file of a language where no trained step beat the student alone (step 0 won): no
+    tensors, metadata ``experts: none``. Loading it routes the language to the shared path, so
+    serving that language is the plain student. ``spec`` None: a baseline's file."""
+    meta = {"language": language, "base": base, "method": method, "experts": NO_EXPERTS}
+    if spec is not None:
+        meta |= {"format": str(FORMAT_VERSION), "spec": json.dumps(asdict(spec))}
+    return save_tensors(Path(path), {}, meta)
+
+
 def read_expert_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an expert file: language, spec (an ``ExpertSpec``), base fingerprint."""
+    """The metadata of an expert file: language, spec (an ``ExpertSpec``), base fingerprint,
+    and ``no_experts`` (True: the file records that the student alone won; it holds nothing)."""
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     if meta.get("format") != str(FORMAT_VERSION):
@@ -263,11 +300,13 @@ def read_expert_metadata(path: Path) -> dict[str, Any]:
         "language": meta["language"],
         "spec": ExpertSpec(**json.loads(meta["spec"])),
         "base": meta["base"],
+        "no_experts": meta.get("experts") == NO_EXPERTS,
     }
 
 
 def load_experts(model: Any, path: Path, base: str | None = None) -> str:
-    """Attach the experts stored in ``path``; returns their language.
+    """Attach the experts stored in ``path``; returns their language. A file that records no
+    experts (``save_no_experts``) attaches none: the model runs the shared path (the student).
 
     ``base``: the fingerprint of ``model``; a file trained on another base is refused.
     """
@@ -277,6 +316,9 @@ def load_experts(model: Any, path: Path, base: str | None = None) -> str:
             f"{path}: experts of language {meta['language']} were trained on base model "
             f"{meta['base']}, not {base}"
         )
+    if meta["no_experts"]:
+        detach_language(model)
+        return str(meta["language"])
     slots = attach_language(model, meta["spec"])
     state = load_file(str(path))
     for name, slot in slots.items():
@@ -304,8 +346,8 @@ def use_language(
 ) -> bool:
     """Route ``model`` for ``language``: its experts when a file exists, else the shared path.
 
-    The translate task and unknown languages fall back to the shared path. True when experts
-    are active.
+    The translate task, unknown languages and a file recording no experts fall back to the
+    shared path. True when experts are active.
     """
     detach_language(model)
     if experts_dir is None or language is None or task != "transcribe":
@@ -314,7 +356,7 @@ def use_language(
     if not path.is_file():
         return False
     load_experts(model, path)
-    return True
+    return any(slot.expert is not None for slot in slots_of(model).values())
 
 
 def merge_language(model: Any) -> Any:

@@ -8,7 +8,7 @@ back equal and rewrites byte-identical. Importing this module loads no torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from distilflow.lineage import Lineage
@@ -52,6 +52,8 @@ class StudentReport(JsonReport):
     encoder_states_computed: int  # teacher encoder states computed (not found in the cache)
     history: list[dict[str, float]]  # per evaluation: {"step": n, language: dev WER, ...}
     lineage: Lineage  # where the student came from (teacher_id: the teacher's fingerprint)
+    # training clips per target (student.targets): reference (the human text) or pseudo
+    train_targets: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StudentReport:
@@ -66,4 +68,5 @@ class StudentReport(JsonReport):
             encoder_states_computed=raw["encoder_states_computed"],
             history=[dict(h) for h in raw["history"]],
             lineage=Lineage(**raw["lineage"]),
+            train_targets=dict(raw.get("train_targets", {})),
         )

@@ -33,6 +33,7 @@ from distilflow.training.prepare import (
     student_states,
 )
 from distilflow.training.states import EncoderStates
+from distilflow.training.targets import TargetRule
 
 if TYPE_CHECKING:
     from distilflow.models.load import LoadedWhisper
@@ -126,11 +127,13 @@ def prepare(
     df = load_training_examples(filtered_dir, None)
     if df.empty:
         raise RuntimeError(f"{filtered_dir}: no filtered clips to train on")
-    data = run_data(df, teacher.generation_config, cfg.dev_fraction)
+    data = run_data(df, loaded, cfg.dev_fraction, TargetRule(cfg.targets, cfg.auto_max_error))
     if not data.train:
         raise ValueError(
-            f"{filtered_dir}: no training clips: all {len(data.dev)} kept clips fell in the dev "
-            f"split (student.dev_fraction={cfg.dev_fraction}); add data or lower the fraction"
+            f"{filtered_dir}: no training clips: {len(data.dev)} kept clips fell in the dev split "
+            f"(student.dev_fraction={cfg.dev_fraction}) and none of the others has a target "
+            f"under student.targets={cfg.targets!r}; add data, lower the fraction or use "
+            "targets: reference"
         )
     fe = loaded.processor.feature_extractor
     cached = cache_dir if cfg.cache_encoder else None
@@ -150,6 +153,9 @@ def make_student_on(
     set_audio_context(student, cfg.audio_context, cfg.context_multiple_s)
     if cfg.audio_context == DYNAMIC:  # sliced, never trained: positions past the clip stay intact
         student.model.encoder.embed_positions.requires_grad_(False)
+    if cfg.freeze_embeddings:  # the tied token embedding (also the output layer) and positions
+        student.model.decoder.embed_tokens.requires_grad_(False)
+        student.model.decoder.embed_positions.requires_grad_(False)
     return student, layer_ids
 
 
@@ -235,6 +241,7 @@ def student_report(
             dev_wer_mean=state.best_score,
         ),
         train_clips=len(data.train),
+        train_targets=dict(sorted(data.targets.items())),
         dev_clips=len(data.dev),
         train_languages=dict(sorted(Counter(e.language for e in data.train).items())),
         steps=state.step,

@@ -1,11 +1,14 @@
 """Training data for distillation: decoder sequences, the dev split, language-balanced sampling.
 
-A training example is the teacher's pseudo-label behind Whisper's prompt, teacher-forced:
+A training example is its target text (the teacher's label or the human reference, see
+targets.py) behind Whisper's prompt, teacher-forced:
 
-    decoder_input_ids  <|sot|> <|fr|> <|transcribe|> <|notimestamps|> t1  t2  ... tn
-    labels             -100    -100   -100           t1               t2  t3  ... EOT
+    decoder_input_ids  <|sot|> <|fr|>         <|transcribe|>  <|notimestamps|> t1  ... tn
+    labels             <|fr|>  <|transcribe|> <|notimestamps|> t1              t2  ... EOT
 
 so ``labels[i]`` is the token the decoder must predict after reading ``decoder_input_ids[i]``.
+The language token is scored, as in Whisper's and Distil-Whisper's training: a student served
+with ``language=None`` detects the language itself, and must keep the teacher's ability to.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ MANIFEST_COLUMNS = (
     "teacher_id",
     "settings_hash",
     "audio_path",
+    "label_ok",
+    "teacher_error",
 )
 
 
@@ -85,7 +90,8 @@ def decoder_example(
     eos_id: int,
     max_length: int = MAX_TARGET_POSITIONS,
 ) -> tuple[list[int], list[int]]:
-    """(decoder_input_ids, labels) of one pseudo-label; the prompt is read but not scored. Pure.
+    """(decoder_input_ids, labels) of one target text; every token after
+    ``<|startoftranscript|>`` is scored, the prompt's language and task tokens too. Pure.
 
     Both lists have the same length: ``labels[i]`` is the token after ``decoder_input_ids[i]``
     (the last is EOS). Longer sequences are cut to ``max_length`` (then EOS is not scored).
@@ -96,7 +102,7 @@ def decoder_example(
         raise ValueError(f"max_length {max_length} is shorter than the prompt ({len(prompt)})")
     tokens = [int(t) for t in token_ids]
     inputs = [int(t) for t in prompt] + tokens
-    labels = [IGNORE] * (len(prompt) - 1) + tokens + [int(eos_id)]
+    labels = [int(t) for t in prompt[1:]] + tokens + [int(eos_id)]
     return inputs[:max_length], labels[:max_length]
 
 
@@ -139,6 +145,13 @@ def split_of(clip_hash: str, dev_fraction: float) -> Literal["train", "dev"]:
         raise ValueError(f"dev_fraction {dev_fraction} is not in [0, 1]")
     bucket = int(hashlib.sha256(f"split:{clip_hash}".encode()).hexdigest()[:8], 16)
     return "dev" if bucket < dev_fraction * _SPLIT_BUCKETS else "train"
+
+
+def is_dev_clip(clip_hash: str, reference: str | None, dev_fraction: float) -> bool:
+    """A dev clip: one with a human reference (scored against it) whose hash falls in the dev
+    split. Drawn before the filter judges the teacher's label, so the dev split holds the clips
+    the teacher gets wrong too (one-word clips, loops). Pure."""
+    return bool(reference) and split_of(clip_hash, dev_fraction) == "dev"
 
 
 def language_weights(counts: Mapping[str, int], temperature: float) -> dict[str, float]:

@@ -129,11 +129,34 @@ def seed_training(seed: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then linear decay to 0 at ``total``. Pure."""
+def lr_factor(step: int, warmup: int, total: int, schedule: str = "linear") -> float:
+    """Linear warm-up to 1, then 1 (``constant``) or a linear decay to 0 at ``total``. Pure."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule != "linear":
+        raise ValueError(f"unknown LR schedule {schedule!r} (constant | linear)")
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+NO_DECAY = ("bias", "norm", "embed")  # parameter names AdamW never decays: biases, layer norms
+# (``layer_norm``, ``final_layer_norm``) and embeddings (``embed_tokens``, ``embed_positions``)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters in two AdamW groups: decayed, and never decayed (biases, norms,
+    embeddings: decaying them pulls scales and token vectors to 0). Empty groups are left out."""
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if any(k in name for k in NO_DECAY) else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -224,10 +247,11 @@ class Trainer:
 
         self.acc = accelerator or Accelerator(cpu=device.type == "cpu")
         self.params = [p for p in student.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr)
         # the schedule steps once per optimiser step (a prepared scheduler would step per rank)
+        schedule = str(getattr(cfg, "lr_schedule", "linear"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps)
+            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps, schedule)
         )
         self.model, self.optimizer = self.acc.prepare(student, optimizer)
         self.is_main = bool(self.acc.is_main_process)

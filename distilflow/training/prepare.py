@@ -8,6 +8,7 @@ has, so a run's initial weights do not depend on this module.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from distilflow.models.encoder_cache import EncoderCache, module_hash
 from distilflow.training.dynamic import DynamicStudentStates
 from distilflow.training.loop import TrainExample
 from distilflow.training.states import EncoderStates, TrainableEncoderStates, build_examples
+from distilflow.training.targets import TargetRule
 
 if TYPE_CHECKING:
     from distilflow.models.load import LoadedWhisper
@@ -54,18 +56,27 @@ class RunData:
     dev: list[EvalClip]
     paths: dict[str, str]  # clip hash -> audio file, in the table's order
     durations: dict[str, float]  # clip hash -> seconds, in the table's order
-    data_hash: str  # the table's clips: in the lineage and the resume fingerprint
+    data_hash: str  # the table's clips and targets: in the lineage and the resume fingerprint
+    targets: dict[str, int]  # training clips per target kind (reference, pseudo)
 
 
-def run_data(df: pd.DataFrame, generation_config: Any, dev_fraction: float) -> RunData:
-    """Train examples and dev clips (split by content hash) of a non-empty label table."""
-    train, dev = build_examples(df, generation_config, eos_of(generation_config), dev_fraction)
+def run_data(
+    df: pd.DataFrame, loaded: LoadedWhisper, dev_fraction: float, rule: TargetRule
+) -> RunData:
+    """Train examples (targets chosen by ``rule``) and dev clips (split by content hash, with a
+    reference) of a non-empty table of the filter's kept clips."""
+    config = loaded.model.generation_config
+    tokenizer = loaded.processor.tokenizer
+    train, dev, kinds = build_examples(df, config, eos_of(config), dev_fraction, tokenizer, rule)
+    # what each clip learns is part of the data: a change of targets is another run
+    trained = [f"{e.hash}:{hashlib.sha256(str(e.labels).encode()).hexdigest()}" for e in train]
     return RunData(
         train,
         dev,
         dict(zip(df["hash"], df["audio_path"], strict=True)),
         dict(zip(df["hash"], df["duration_s"].astype(float), strict=True)),
-        combine_hashes(df["hash"]),
+        combine_hashes([*df["hash"], *trained]),
+        kinds,
     )
 
 

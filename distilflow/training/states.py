@@ -14,28 +14,53 @@ import torch
 
 from distilflow.decoding.greedy import EvalClip
 from distilflow.models.encoder_cache import EncoderCache, fill
-from distilflow.training.data import decoder_example, log_mel, prompt_ids, split_of
+from distilflow.training.data import decoder_example, is_dev_clip, log_mel, prompt_ids
 from distilflow.training.loop import TrainExample
+from distilflow.training.targets import (
+    PSEUDO,
+    REFERENCE,
+    TargetRule,
+    clean_reference,
+    reference_token_ids,
+    row_target,
+)
 
 
 def build_examples(
-    df: pd.DataFrame, generation_config: Any, eos: int, dev_fraction: float
-) -> tuple[list[TrainExample], list[EvalClip]]:
-    """Train examples (prompt + pseudo-label) and dev clips (scored against the human text)."""
-    train, dev = [], []
+    df: pd.DataFrame,
+    generation_config: Any,
+    eos: int,
+    dev_fraction: float,
+    tokenizer: Any,
+    rule: TargetRule,
+) -> tuple[list[TrainExample], list[EvalClip], dict[str, int]]:
+    """Train examples (prompt + target text, ``rule`` choosing reference or teacher label), dev
+    clips (the clips with a reference that the hash puts in the dev split, scored against it)
+    and the count of training clips per target kind (clips with no target under ``rule`` are
+    neither trained on nor counted)."""
+    train, dev, kinds = [], [], {REFERENCE: 0, PSEUDO: 0}
     for r in df.sort_values("hash").itertuples():
-        if split_of(r.hash, dev_fraction) == "dev":
-            reference = r.reference if isinstance(r.reference, str) and r.reference else r.text
-            dev.append(EvalClip(r.hash, r.language, str(reference)))
+        reference = clean_reference(r.reference)
+        if is_dev_clip(r.hash, reference, dev_fraction):
+            dev.append(EvalClip(r.hash, r.language, str(r.reference)))
             continue
-        train.append(train_example(r.hash, r.language, r.token_ids, generation_config, eos))
-    return train, dev
+        target = row_target(r, rule)
+        if target is None:
+            continue
+        kinds[target] += 1
+        tokens = (
+            reference_token_ids(tokenizer, reference)
+            if target == REFERENCE and reference
+            else r.token_ids
+        )
+        train.append(train_example(r.hash, r.language, tokens, generation_config, eos))
+    return train, dev, kinds
 
 
 def train_example(
     clip_hash: str, language: str, token_ids: Sequence[int], generation_config: Any, eos: int
 ) -> TrainExample:
-    """One training clip: the language's prompt, then the label's tokens and the end token."""
+    """One training clip: the language's prompt, then the target's tokens and the end token."""
     prompt = prompt_ids(generation_config, language)
     inputs, labels = decoder_example(list(token_ids), prompt, eos)
     return TrainExample(clip_hash, language, inputs, labels)
