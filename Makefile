@@ -39,11 +39,12 @@ demo: $(CORE)
 test: $(DEV)
 	$(BIN)/python -m pytest
 
-## results: install, then regenerate docs/RESULTS.md from a corpus (about 1.5 h on 2 CPU cores):
-## make results CORPUS=../shared/data/asterisk-dev [WORK=dir]
+## results: install, then regenerate docs/RESULTS.md from the shared corpora (the first one's
+## test split is the main test set; see bench/results.py; hours on 2 CPU cores):
+## make results [CORPORA="main-corpus other-corpus ..."] [WORK=dir]
+CORPORA ?= ../shared/data/asterisk-dev ../shared/data/festvox-ru ../shared/data/voices-unlabelled
 results: $(CORE)
-	@test -n "$(CORPUS)" || { echo "usage: make results CORPUS=path/to/audiofolder [WORK=dir]"; exit 2; }
-	$(BIN)/python -m bench.results "$(CORPUS)" $(if $(WORK),--work "$(WORK)")
+	$(BIN)/python -m bench.results $(CORPORA) $(if $(WORK),--work "$(WORK)")
 
 lint: $(DEV)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

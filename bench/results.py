@@ -1,22 +1,28 @@
 """Every figure of docs/RESULTS.md from one command: the whole pipeline on a real corpus with
 real whisper-base, the baselines, speed, speculative decoding and labelling throughput.
 
-    python -m bench.results ../shared/data/asterisk-dev [--work ~/.cache/distilflow/results]
-        [--test-per-language 30] [--phases pipeline baselines speed labelling page]
+    python -m bench.results ../shared/data/asterisk-dev [../shared/data/festvox-ru ...]
+        [--work ~/.cache/distilflow/results] [--test-per-language 60]
+        [--phases pipeline baselines speed labelling page]
 
-1. ``pipeline``: a held-out test split (``--test-per-language`` clips a language, seeded by file
-   name) is kept out of ingestion; the rest goes through every DVC stage of a copy of this
-   project (``WORK/project``, its params: the shipped params.yaml with
-   ``bench.results_project.OVERRIDES``), one ``dvc repro --single-item`` a stage, timed, with
-   its peak memory. The evaluation scores teacher, student and student + experts on the test
-   split (extra set ``test``) and the dev split; the registry registers and gates the release.
+1. ``pipeline``: of each corpus with transcripts, a held-out test split (``--test-per-language``
+   clips a language, seeded by file name) is kept out of ingestion; the rest, and the whole of
+   each corpus without transcripts (the teacher labels it, the filter judges it by the teacher's
+   confidence), goes through every DVC stage of a copy of this project (``WORK/project``, its
+   params: the shipped params.yaml with ``bench.results_project.OVERRIDES``), one
+   ``dvc repro --single-item`` a stage, timed, with its peak memory. The evaluation scores
+   teacher, student and student + experts on the test splits (extra set ``test`` for the first
+   corpus, ``test-<name>`` for the others) and the dev split; the registry registers and gates
+   the release.
 2. ``baselines``: full fine-tuning and LoRA of the same student on the same data and step
    budget as the experts (the experts stage's own code, ``experts.method``), scored on the test
    split with the same decoding.
-3. ``speed``: student, teacher and speculative decoding (student drafts, teacher verifies) on
+3. ``depth``: students of 2, 3, 4 and 6 decoder layers on the same data and budget, scored on
+   the test splits, and their decoding cost beside the teacher's (bench/results_depth.py).
+4. ``speed``: student, teacher and speculative decoding (student drafts, teacher verifies) on
    the test split, side by side in one process.
-4. ``labelling``: the label stage's throughput against transformers' ASR pipeline.
-5. ``page``: docs/RESULTS.md, docs/results/*.png and docs/bench/results.json.
+5. ``labelling``: the label stage's throughput against transformers' ASR pipeline.
+6. ``page``: docs/RESULTS.md, docs/results/*.png and docs/bench/results.json.
 
 Every phase writes its JSON under WORK. Without ``--phases``, a phase whose JSON was made from
 the same inputs (the student and data DVC recorded, the phase's code and options: a key beside
@@ -33,9 +39,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.results_project import REPO, run_pipeline, write_project, write_split
+from bench.results_project import (
+    REPO,
+    corpus_root,
+    has_text,
+    read_rows,
+    run_pipeline,
+    write_project,
+    write_split,
+)
 
-PHASES = ("pipeline", "baselines", "speed", "labelling", "page")
+PHASES = ("pipeline", "baselines", "depth", "speed", "labelling", "page")
 
 
 def stage_lock(proj: Path, stage: str) -> str:
@@ -67,24 +81,26 @@ def run_phase(work: Path, name: str, key: str, forced: bool, run: Callable[[], A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("corpus", type=Path, help="an audiofolder (metadata.jsonl + audio)")
+    parser.add_argument(
+        "corpora", type=Path, nargs="+",
+        help="audiofolders (metadata.jsonl + audio), the main one first (its test split: 'test')",
+    )  # fmt: skip
     parser.add_argument(
         "--work", type=Path, default=Path.home() / ".cache" / "distilflow" / "results"
     )
-    parser.add_argument("--test-per-language", type=int, default=30)
+    parser.add_argument("--test-per-language", type=int, default=60)
     parser.add_argument("--phases", nargs="+", choices=PHASES, help="recompute these only")
     parser.add_argument("--speed-clips", type=int, default=5, help="per language")
     parser.add_argument("--labelling-clips", type=int, default=40)
     args = parser.parse_args()
     work = args.work.expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
-    corpus = args.corpus.resolve()
+    corpora = [c.resolve() for c in args.corpora]
+    corpus = corpora[0]
     proj = work / "project"
     phases, forced = (args.phases, True) if args.phases else (list(PHASES), False)
     if "pipeline" in phases:
-        proj = write_project(work, REPO / ".cache")
-        counts = write_split(corpus, proj, args.test_per_language)
-        (work / "split.json").write_text(json.dumps(counts) + "\n")
+        write_corpora(work, corpora, args.test_per_language)
         run_pipeline(proj, work)
     if "baselines" in phases:
         from bench.results_baselines import run_baselines
@@ -93,6 +109,13 @@ def main() -> None:
         inputs = (stage_lock(proj, "student"), stage_lock(proj, "filter"), experts)
         key = phase_key(*inputs, source("results_baselines"))
         run_phase(work, "baselines", key, forced, lambda: run_baselines(proj, work))
+    if "depth" in phases:
+        from bench.results_depth import run_depth
+
+        student = json.dumps(params_section(proj, "student"))
+        inputs = (stage_lock(proj, "student"), stage_lock(proj, "filter"), student)
+        key = phase_key(*inputs, str(args.speed_clips), source("results_depth"))
+        run_phase(work, "depth", key, forced, lambda: run_depth(proj, work, args.speed_clips))
     if "speed" in phases:
         from bench.results_speed import run_speed
 
@@ -113,6 +136,23 @@ def main() -> None:
         from bench.results_page import write_page
 
         write_page(work, corpus, REPO / "docs")
+
+
+def write_corpora(work: Path, corpora: list[Path], test_per_language: int) -> Path:
+    """The project with every corpus split into it; ``work/split.json``: the main corpus's
+    counts (``train``, ``test``) and each corpus's under ``corpora``."""
+    proj = work / "project"
+    roots = [corpus_root(proj, i, c) for i, c in enumerate(corpora)]
+    tested = [has_text(read_rows(c)) for c in corpora]
+    layout = [(str(r.relative_to(proj)), t) for r, t in zip(roots, tested, strict=True)]
+    proj = write_project(work, REPO / ".cache", layout)
+    per_corpus = {
+        c.name: write_split(c, proj, test_per_language, root)
+        for c, root in zip(corpora, roots, strict=True)
+    }
+    split = {**per_corpus[corpora[0].name], "corpora": per_corpus}
+    (work / "split.json").write_text(json.dumps(split) + "\n")
+    return proj
 
 
 def params_section(proj: Path, section: str) -> Any:

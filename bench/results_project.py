@@ -36,7 +36,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     },
     "experts": {"max_steps": 80, "eval_every": 40, "save_every": 20, "warmup_steps": 8,
                 "progress": False},
-    "evaluate": {"max_clips_per_language": 30},
+    "evaluate": {"max_clips_per_language": 60},  # the test splits' size: all of them
     "export": {"verify_clips": 10},
 }  # fmt: skip
 
@@ -63,54 +63,91 @@ def split_rows(
     return out
 
 
-def write_split(corpus: Path, proj: Path, test_per_language: int) -> dict[str, int]:
-    """``proj/corpus/train`` and ``proj/corpus/test``: audiofolders with the clips copied in
-    (ingestion refuses paths outside a source). Returns the clip count of each."""
-    rows = [
+def corpus_root(proj: Path, index: int, corpus: Path) -> Path:
+    """Where the project holds a corpus: the first (the main one) in ``corpus/``, the others
+    in ``corpus/<name>/``."""
+    return proj / "corpus" if index == 0 else proj / "corpus" / corpus.name
+
+
+def test_set_name(index: int, corpus: Path) -> str:
+    """The evaluation set of a corpus's test split: ``test`` for the main corpus, else
+    ``test-<name>``."""
+    return TEST if index == 0 else f"{TEST}-{corpus.name}"
+
+
+def read_rows(corpus: Path) -> list[dict[str, Any]]:
+    return [
         json.loads(line)
         for line in (corpus / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
+
+
+def has_text(rows: list[dict[str, Any]]) -> bool:
+    """Whether a corpus carries transcripts (one without is all training audio)."""
+    return any(str(r.get("text") or "").strip() for r in rows)
+
+
+def write_split(
+    corpus: Path, proj: Path, test_per_language: int, root: Path | None = None
+) -> dict[str, int]:
+    """``root/train`` and ``root/test`` (default ``proj/corpus``): audiofolders with the clips
+    copied in (ingestion refuses paths outside a source); a corpus without transcripts is all
+    ``train``. Returns the clip count of each."""
+    rows = read_rows(corpus)
+    parts = split_rows(rows, test_per_language) if has_text(rows) else {TRAIN: rows}
     counts = {}
-    for name, part in split_rows(rows, test_per_language).items():
-        root = proj / "corpus" / name
+    for name, part in parts.items():
+        root_dir = (root or proj / "corpus") / name
         for r in part:
-            dst = root / str(r["file_name"])
+            dst = root_dir / str(r["file_name"])
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(corpus / str(r["file_name"]), dst)
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
-        meta = root / "metadata.jsonl"
+        meta = root_dir / "metadata.jsonl"
         if not meta.exists() or meta.read_text(encoding="utf-8") != lines:
             meta.write_text(lines, encoding="utf-8")
         counts[name] = len(part)
     return counts
 
 
-def results_params(cache_dir: Path) -> dict[str, Any]:
-    """The shipped params.yaml with the results run's overrides."""
+def results_params(
+    cache_dir: Path, corpora: list[tuple[str, bool]] | None = None
+) -> dict[str, Any]:
+    """The shipped params.yaml with the results run's overrides. ``corpora``: each corpus's
+    folder in the project (relative, the main one first) and whether it has a test split;
+    default: the main corpus alone, in ``corpus/``."""
     raw: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     for section, values in OVERRIDES.items():
         raw[section].update(values)
     raw["paths"]["cache_dir"] = str(cache_dir)  # the repo's model and encoder caches
+    corpora = corpora or [("corpus", True)]
     raw["ingest"]["sources"] = [
-        {"kind": "audiofolder", "uri": f"corpus/{TRAIN}"},
+        *({"kind": "audiofolder", "uri": f"{folder}/{TRAIN}"} for folder, _ in corpora),
         {"kind": "audiofolder", "uri": "inbox"},
     ]
-    raw["evaluate"]["extra_sets"] = {TEST: f"corpus/{TEST}"}
+    raw["evaluate"]["extra_sets"] = {
+        (TEST if i == 0 else f"{TEST}-{Path(folder).name}"): f"{folder}/{TEST}"
+        for i, (folder, tested) in enumerate(corpora)
+        if tested
+    }
     return raw
 
 
-def write_project(work: Path, cache_dir: Path) -> Path:
+def write_project(
+    work: Path, cache_dir: Path, corpora: list[tuple[str, bool]] | None = None
+) -> Path:
     """The pipeline's code, dvc.yaml and params in ``work/project`` (git + DVC initialised once).
-    Code is refreshed on every call; DVC then decides what is stale."""
+    Code is refreshed on every call; DVC then decides what is stale. ``corpora``: as
+    ``results_params``."""
     proj = work / "project"
     for name in COPIED:
         shutil.rmtree(proj / name, ignore_errors=True)
         shutil.copytree(REPO / name, proj / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "prefect.yaml"):
         shutil.copy(REPO / name, proj / name)
-    params = yaml.safe_dump(results_params(cache_dir), sort_keys=False)
+    params = yaml.safe_dump(results_params(cache_dir, corpora), sort_keys=False)
     (proj / "params.yaml").write_text(params, encoding="utf-8")
     (proj / "inbox").mkdir(exist_ok=True)
     (proj / "inbox" / "README.md").write_text("New clips for the results run (none).\n")
