@@ -100,6 +100,7 @@ def one_baseline(
     trained = report if isinstance(report, ExpertsReport) else None  # None: the language skipped
     return {
         "test": language_metrics(lang, result.clips),
+        "clips": [dataclasses.asdict(c) for c in result.clips],  # for paired intervals
         "lr": method_lr(cfg),
         "serves": trained.serves if trained else "student",  # student: no step beat step 0
         "dev_wer": trained.dev_wer if trained else None,

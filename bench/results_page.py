@@ -1,24 +1,33 @@
-"""docs/RESULTS.md from the results run's JSON: tables, plots and the comparison with the
-published anchors, each figure with the command that made it. Everything but ``write_page``
-is pure (dicts in, markdown or PNG bytes out)."""
+"""docs/RESULTS.md from the results run's JSON: tables, plots, paired comparisons with their
+intervals, the goals, the depth sweep and the comparison with the published anchors, each
+figure with the command that made it. Everything but ``write_page`` is pure (dicts in, markdown
+or PNG bytes out): ``figures_of`` computes every figure from the run's files, ``render`` writes
+the page from them.
+
+Sections: ``bench.results_tables`` (WER, paired differences, hallucination, stages),
+``bench.results_goals``, ``bench.results_depth_page``, ``bench.results_sections`` (corpora,
+speed, labelling, anchors); the comparisons: ``bench.results_stats``."""
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bench.common import provenance
-from bench.results_plots import (
-    ANCHOR_SPEED,
-    ANCHOR_WER_POINTS,
-    LABELS,
-    MODELS,
-    bars_png,
-    speed_png,
+from bench.results_depth_page import default_depth, depth_rows, depth_section, depth_sets
+from bench.results_goals import goals, goals_section
+from bench.results_plots import bars_png, depth_png, speed_png
+from bench.results_sections import (
+    anchors,
+    corpora_lines,
+    corpus_facts,
+    labelling_section,
+    speed_section,
 )
-from bench.results_sections import labelling_section, speed_section
+from bench.results_stats import comparisons, held_out_sets, set_figure, transcript_scores
+from bench.results_tables import pct, set_section, stage_table
 from distilflow.export.report import ExportSkipped, ExportVerification, read_verification
 from distilflow.student.report import StudentReport
 
@@ -27,160 +36,107 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def held_out_wer(
-    metrics: dict[str, Any], baselines: dict[str, Any] | None
-) -> dict[str, dict[str, float]]:
-    """model -> language -> WER on the test split (baselines only where they were trained)."""
-    out: dict[str, dict[str, float]] = {}
-    for model, pair in metrics["sets"]["test"].items():
-        out[model] = {lang: m["wer"] for lang, m in pair["languages"].items()}
-    for method, langs in (baselines or {}).items():
-        out[method] = {lang: r["test"]["wer"] for lang, r in langs.items()}
+    metrics: Mapping[str, Any], baselines: Mapping[str, Any] | None
+) -> dict[str, dict[str, float | None]]:
+    """model -> language -> WER on ``test`` (baselines only where they were trained)."""
+    return set_figure(metrics, baselines, "test", "wer")
+
+
+def without_clips(baselines: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The baselines' figures without their per-clip transcripts (for results.json)."""
+    if baselines is None:
+        return None
+    return {
+        m: {lang: {k: v for k, v in r.items() if k != "clips"} for lang, r in langs.items()}
+        for m, langs in baselines.items()
+    }
+
+
+def expert_languages(params: Mapping[str, Any], baselines: Mapping[str, Any] | None) -> list[str]:
+    """The languages with experts: the run's ``experts.languages``, else the baselines'."""
+    langs = (params.get("experts") or {}).get("languages")
+    if langs:
+        return sorted(langs)
+    return sorted({lang for m in (baselines or {}).values() for lang in m})
+
+
+def budgets(params: Mapping[str, Any]) -> str:
+    """The run's step budgets, from its params."""
+    st, ex, ev = params["student"], params["experts"], params["evaluate"]
+    layers = f"teacher layers {st['layer_ids']}" if st.get("layer_ids") else (
+        f"{st['decoder_layers']} decoder layers")  # fmt: skip
+    return (
+        f"student {st['max_steps']} steps of {st['batch_size']} clips at lr {st['lr']:g} "
+        f"({layers} copied from the teacher, encoder "
+        f"{'frozen' if st.get('freeze_encoder', True) else 'trained'}), experts "
+        f"{ex['max_steps']} steps per language, evaluation capped at "
+        f"{ev['max_clips_per_language']} clips a language and set"
+    )
+
+
+def figures_of(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Every figure of the page from the run's files (``raw``: ``metrics``, ``baselines``,
+    ``transcripts``, ``depth``, ``split``, ``metas``, ``params``, ``filter``, ``speed``,
+    ``labelling``, ``stages``, ``decision``, ``dvc_status``, ``provenance``). Pure."""
+    metrics, baselines, params = raw["metrics"], raw.get("baselines"), raw["params"]
+    scored = metrics["sets"]["test"]["teacher"]["languages"]
+    experts = [x for x in expert_languages(params, baselines) if x in scored]
+    rows = comparisons(metrics, baselines, raw.get("transcripts") or [], experts)
+    split = raw.get("split") or {}
+    if "corpora" not in split:  # a run of one corpus, before split.json listed them
+        split = {**split, "corpora": {raw.get("corpus", "corpus"): dict(split)}}
+    out = {k: raw.get(k) for k in ("provenance", "speed", "labelling", "decision", "dvc_status")}
+    out |= {
+        "split": split,
+        "corpora": corpus_facts(split, raw.get("metas") or {}, metrics),
+        "budgets": budgets(params),
+        "expert_languages": experts,
+        "test_wer": held_out_wer(metrics, baselines),
+        "metrics_models": metrics["models"],
+        "baselines": without_clips(baselines),
+        "comparisons": rows,
+        "goals": goals(rows, metrics, experts),
+        "stages": raw.get("stages") or [],
+        "filter": raw.get("filter"),
+        "depth": None,
+    }
+    depth = raw.get("depth")
+    if depth and depth.get("depths"):
+        teacher = {s: v for (s, m), v in transcript_scores(raw.get("transcripts") or []).items()
+                   if m == "teacher"}  # fmt: skip
+        d_rows = depth_rows(depth, metrics, teacher)
+        sets = depth_sets(depth)
+        out["depth"] = {"rows": d_rows, "sets": sets, "default": default_depth(d_rows, sets),
+                        "source": {k: v for k, v in depth.items() if k != "depths"}}  # fmt: skip
     return out
 
 
-def mean(values: list[float]) -> float:
-    ok = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(ok) / len(ok) if ok else float("nan")
+def project_metas(proj: Path, split: Mapping[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """corpus -> part -> the metadata rows the run copied into the project."""
+    out: dict[str, dict[str, list[Any]]] = {}
+    for i, (name, counts) in enumerate((split.get("corpora") or {}).items()):
+        root = proj / "corpus" if i == 0 else proj / "corpus" / name
+        out[name] = {part: read_jsonl(root / part / "metadata.jsonl") for part in counts}
+    return out
 
 
-def pct(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+def run_params(proj: Path) -> dict[str, Any]:
+    """The run's params.yaml, else the shipped one with the results run's overrides."""
+    import yaml
 
+    from bench.results_project import REPO, results_params
 
-def wer_table(wer: dict[str, dict[str, float]], languages: list[str]) -> str:
-    models = [m for m in MODELS if m in wer]
-    head = "| language | " + " | ".join(LABELS[m] for m in models) + " |"
-    rows = [head, "|" + " --- |" * (len(models) + 1)]
-    for lang in languages:
-        cells = []
-        best = min(
-            (wer[m][lang] for m in models if m != "teacher" and lang in wer[m]), default=None
-        )
-        for m in models:
-            v = wer[m].get(lang)
-            text = pct(v)
-            cells.append(f"**{text}**" if v is not None and v == best and m != "teacher" else text)
-        rows.append(f"| {lang} | " + " | ".join(cells) + " |")
-    expert_langs = [lang for lang in languages if all(lang in wer[m] for m in models)]
-    rows.append(
-        f"| mean ({', '.join(expert_langs)}) | "
-        + " | ".join(pct(mean([wer[m][x] for x in expert_langs])) for m in models)
-        + " |"
-    )
-    return "\n".join(rows)
-
-
-def hallucination_table(metrics: dict[str, Any], baselines: dict[str, Any] | None) -> str:
-    rows = [
-        "| model | insertion rate | repeated 5-grams | clips |",
-        "| --- | --- | --- | --- |",
-    ]
-    for model in (m for m in MODELS if m in metrics["sets"]["test"]):
-        m = metrics["sets"]["test"][model]["mean"]
-        rows.append(
-            f"| {LABELS.get(model, model)} | {pct(m['insertion_rate'])} % | "
-            f"{m['repeated_5grams']:.0f} | {m['clips']:.0f} |"
-        )
-    for method, langs in (baselines or {}).items():
-        ins = mean([r["test"]["insertion_rate"] for r in langs.values()])
-        rep = sum(r["test"]["repeated_5grams"] for r in langs.values())
-        clips = sum(r["test"]["clips"] for r in langs.values())
-        rows.append(
-            f"| {LABELS[method]} (es, fr, it, ru) | {pct(ins)} % | {rep:.0f} | {clips:.0f} |"
-        )
-    return "\n".join(rows)
-
-
-def stage_table(stages: list[dict[str, Any]]) -> str:
-    rows = ["| stage | wall time | peak memory (RSS) |", "| --- | --- | --- |"]
-    for s in stages:
-        minutes, seconds = divmod(round(s["wall_s"]), 60)
-        rows.append(
-            f"| {s['stage']} | {minutes} min {seconds:02d} s | {s['peak_rss_mb']:.0f} MiB |"
-        )
-    total = sum(s["wall_s"] for s in stages)
-    rows.append(f"| **all** | **{int(total // 60)} min {int(total % 60):02d} s** | |")
-    return "\n".join(rows)
-
-
-def anchors(wer: dict[str, dict[str, float]], speed: dict[str, Any], langs: list[str]) -> str:
-    """The published anchors against our figures, stated plainly."""
-    gap = 100 * (
-        mean([wer["student"][x] for x in langs]) - mean([wer["teacher"][x] for x in langs])
-    )
-    e2e = speed["end_to_end"]["speedup_vs_teacher"]["student"]
-    lines = [
-        f"- **Distil-Whisper** (within {ANCHOR_WER_POINTS:.0f}% WER of the teacher at "
-        f"{ANCHOR_SPEED}x): the student is **{gap:+.1f} WER points** from the teacher (macro mean "
-        f"over {', '.join(langs)}) at **{e2e:.2f}x** end to end, "
-        f"{speed['per_step']['decoder_speedup']:.2f}x per decoding step. "
-        + ("Met." if gap <= ANCHOR_WER_POINTS and e2e >= ANCHOR_SPEED else "**Not met.**"),
-    ]
-    trio = ("experts", "finetune", "lora")
-    expert_langs = [x for x in langs if all(x in wer.get(m, {}) for m in trio)]
-    if expert_langs:
-        e, f, lo, st = (mean([wer[m][x] for x in expert_langs]) for m in (*trio, "student"))
-        wins = sum(
-            wer["experts"][x] <= min(wer["finetune"][x], wer["lora"][x]) for x in expert_langs
-        )
-        lifted = sum(wer["experts"][x] < wer["student"][x] for x in expert_langs)
-        beats = e <= min(f, lo)
-        verdict = (
-            "Met."
-            if beats and e < st
-            else "**Partly met**: they beat the baselines, not the student alone."
-            if beats
-            else "**Not met.**"
-        )
-        lines.append(
-            f"- **DistilWhisper** (experts lift under-performing languages and beat fine-tuning "
-            f"and LoRA): mean WER over {', '.join(expert_langs)}: student alone {pct(st)}, "
-            f"experts {pct(e)}, fine-tuning {pct(f)}, LoRA {pct(lo)}; experts best of the three "
-            f"or tied in {wins} of {len(expert_langs)} languages, better than the student alone "
-            f"in {lifted}. {verdict}"
-        )
-    share = speed["end_to_end"]["speculative_identical_share"]
-    spec = speed["end_to_end"]["speedup_vs_teacher"]["speculative"]
-    lines.append(
-        f"- **Speculative decoding** (paper: 2x with exactly the teacher's output): "
-        f"{spec:.2f}x, identical output on {100 * share:.0f}% of the clips. "
-        + (
-            "Met."
-            if spec >= 2.0 and share == 1.0
-            else "**Speed not met**; exactness " + ("met." if share == 1.0 else "not met.")
-        )
-    )
-    return "\n".join(lines)
-
-
-WHY = """Why, as far as we can tell:
-
-- **The teacher is small.** Distil-Whisper distils large-v2 (1.55 B parameters, 32 decoder
-  layers) into 2 decoder layers, so the decoder is most of the cost it removes. whisper-base (the
-  largest multilingual checkpoint available offline) has 6 decoder layers and an encoder that costs
-  about 0.6 s a 30 s window on these cores whatever the clip's length: keeping the teacher's
-  encoder, as the method does, leaves most of the time in place. The per-step figure shows what
-  cutting decoder layers can give here; issue 9 (dynamic audio context) attacks the encoder.
-- **The data and compute are tiny.** The paper trains on about 22,000 hours for tens of thousands
-  of steps on GPUs; this run trains on the 850 prompts of the training split (about 32 minutes of
-  speech, one speaker a language; the filter keeps about 60% of them) for the step budgets above
-  on 2 CPU cores. The student has not converged (its dev WER still moved by several points
-  between its checkpoints) and still loops on some clips (its Russian dev WER is above 100%).
-- **The experts' published setting is out of reach here.** DistilWhisper puts experts on the
-  encoder and decoder of whisper-small with large-v2 as teacher and trains on far more speech a
-  language; here they sit on the decoder only (the encoder's would cost about 10x the CPU time,
-  `experts.encoder: true`), the teacher is 1.3x the student, and each language has a few hundred
-  training clips. A 30-clip test set moves a language's WER by several points per clip.
-- **Selection on small dev sets is noise.** The release keeps a language's experts where they
-  beat the student on dev (15-21 filtered clips a language); the larger, unfiltered test split
-  can reverse that (compare `dev_wer` in the run's `data/experts/<lang>/report.json` with the
-  table above). The teacher's dev WER is far below its test WER because the dev split holds only
-  clips whose labels passed the WER filter.
-- **Speculative decoding needs a cheap draft and a costly verifier.** Here the verifier is
-  whisper-base, whose pass over a few draft tokens costs about one greedy step, and the draft
-  shares the whole encoder; every rejected draft token is paid twice. The output is exactly the
-  teacher's, as the method guarantees."""
+    if (proj / "params.yaml").exists():
+        return dict(yaml.safe_load((proj / "params.yaml").read_text(encoding="utf-8")))
+    return results_params(REPO / ".cache")
 
 
 def write_page(work: Path, corpus: Path, docs: Path) -> str:
@@ -190,136 +146,123 @@ def write_page(work: Path, corpus: Path, docs: Path) -> str:
     metrics = read_json(data / "evaluate" / "metrics.json")
     if metrics is None:
         raise FileNotFoundError(f"{data}/evaluate/metrics.json: run the pipeline phase first")
-    baselines = read_json(work / "baselines.json")
-    speed = read_json(work / "speed.json")
-    labelling = read_json(work / "labelling.json")
-    stages = read_json(work / "stages.json") or []
     split = read_json(work / "split.json") or {}
-    decision = read_json(data / "registry" / "decision.json")
+    status = work / "dvc_status.txt"
+    raw = {
+        "metrics": metrics,
+        "transcripts": read_jsonl(data / "evaluate" / "transcripts.jsonl"),
+        "split": split,
+        "metas": project_metas(proj, split),
+        "params": run_params(proj),
+        "filter": read_json(data / "filtered" / "report.json"),
+        "decision": read_json(data / "registry" / "decision.json"),
+        "dvc_status": status.read_text().strip() if status.exists() else None,
+        "provenance": page_provenance(),
+        "corpus": corpus.name,
+    }
+    for name in ("baselines", "speed", "labelling", "stages", "depth"):
+        raw[name] = read_json(work / f"{name}.json")
     student_file = data / "student" / "report.json"
     student = StudentReport.read(student_file) if student_file.exists() else None
     export_file = data / "export" / "verification.json"
     export = read_verification(export_file) if export_file.exists() else None
-    wer = held_out_wer(metrics, baselines)
-    langs = sorted(wer["teacher"])
-    prov = provenance("bench.results")
-    words = prov["command"].split()  # the page shows the command that regenerates all of it
-    if "--phases" in words:
-        cut = words.index("--phases")
-        rest = [w for w in words[cut + 1 :] if w.startswith("--")]
-        words = words[:cut] + (words[words.index(rest[0]) :] if rest else [])
-    figures = {
-        "provenance": prov | {"command": " ".join(words)},
-        "split": split,
-        "test_wer": wer,
-        "metrics_models": metrics["models"],
-        "baselines": baselines,
-        "speed": speed,
-        "labelling": labelling,
-        "stages": stages,
-        "decision": decision,
-        "dvc_status": (work / "dvc_status.txt").read_text().strip()
-        if (work / "dvc_status.txt").exists()
-        else None,
-    }
+    figures = figures_of(raw)
     (docs / "results").mkdir(parents=True, exist_ok=True)
-    (docs / "results" / "wer.png").write_bytes(bars_png(wer, langs))
-    if speed:
-        (docs / "results" / "speed.png").write_bytes(speed_png(speed, metrics))
+    wer = figures["test_wer"]
+    (docs / "results" / "wer.png").write_bytes(bars_png(wer, sorted(wer["teacher"])))
+    if figures["speed"]:
+        (docs / "results" / "speed.png").write_bytes(speed_png(figures["speed"], metrics))
+    if figures["depth"]:
+        depth = figures["depth"]
+        (docs / "results" / "depth.png").write_bytes(depth_png(depth["rows"], depth["sets"]))
     (docs / "bench").mkdir(parents=True, exist_ok=True)
     (docs / "bench" / "results.json").write_text(
         json.dumps(figures, indent=1, ensure_ascii=False, allow_nan=True) + "\n", encoding="utf-8"
     )
-    page = render(figures, metrics, student, export, corpus)
+    page = render(figures, metrics, student, export)
     (docs / "RESULTS.md").write_text(page, encoding="utf-8")
     return page
 
 
-def budgets() -> str:
-    from bench.results_project import OVERRIDES
-
-    st, ex = OVERRIDES["student"], OVERRIDES["experts"]
-    return (
-        f"student {st['max_steps']} steps of {st['batch_size']} clips at lr {st['lr']:g} "
-        f"(2 decoder layers copied from the teacher, encoder frozen), experts {ex['max_steps']} "
-        f"steps per language, evaluation capped at "
-        f"{OVERRIDES['evaluate']['max_clips_per_language']} clips a language and set"
-    )
+def page_provenance() -> dict[str, Any]:
+    """Date, machine, and the command that regenerates the whole page (``--phases`` dropped)."""
+    prov = provenance("bench.results")
+    words = prov["command"].split()
+    if "--phases" in words:
+        cut = words.index("--phases")
+        rest = [w for w in words[cut + 1 :] if w.startswith("--")]
+        words = words[:cut] + (words[words.index(rest[0]) :] if rest else [])
+    return prov | {"command": " ".join(words)}
 
 
 def render(
-    f: dict[str, Any],
-    metrics: dict[str, Any],
+    f: Mapping[str, Any],
+    metrics: Mapping[str, Any],
     student: StudentReport | None,
-    export: Any,
-    corpus: Path,
+    export: ExportVerification | ExportSkipped | None,
 ) -> str:
     """The whole page: each section from its own function."""
-    wer, speed = f["test_wer"], f["speed"]
-    langs = sorted(wer["teacher"])
-    out = intro_section(f, metrics, corpus, langs)
-    if speed:
-        out += speed_section(speed, metrics)
+    out = intro_section(f)
+    for set_name in held_out_sets(metrics):
+        corpus = next((c["name"] for c in f["corpora"] if c["set"] == set_name), set_name)
+        out += set_section(set_name, metrics, f["baselines"], f["comparisons"], corpus)
+    out += goals_section(f["goals"])
+    depth = f.get("depth")
+    if depth:
+        out += depth_section(depth["source"], depth["rows"], depth["default"], depth["sets"])
+    else:
+        out += ["## Decoder depth", "", "(depth phase not run: `--phases depth`)", ""]
+    if f["speed"]:
+        out += speed_section(f["speed"], metrics)
     if f["labelling"]:
         out += labelling_section(f["labelling"])
     out += run_section(f, student, export)
-    out += closing_section(f["provenance"], wer, speed, langs)
+    out += closing_section(f, metrics, student)
     return "\n".join(out)
 
 
-def intro_section(
-    f: dict[str, Any], metrics: dict[str, Any], corpus: Path, langs: list[str]
-) -> list[str]:
-    """Provenance, the corpus and its held-out split, the WER and hallucination tables."""
-    wer, prov = f["test_wer"], f["provenance"]
-    test_clips = {
-        lang: int(m["clips"]) for lang, m in metrics["sets"]["test"]["teacher"]["languages"].items()
-    }
+def intro_section(f: Mapping[str, Any]) -> list[str]:
+    """Provenance, the corpora and their held-out splits, the budgets, how WER is measured."""
+    prov = f["provenance"]
     return [
         "# Results: the whole pipeline on real speech with real whisper-base",
         "",
         f"Generated by `{prov['command']}` on {prov['date']} ({prov['machine']}). Every figure "
         "below comes from that one command (`docs/bench/results.json` holds them all); how each "
-        "was measured is said beside it. The corpus: "
-        f"`{corpus.name}`, {sum(f['split'].values())} real studio prompts in {', '.join(langs)} "
-        f"(one speaker a language). Held out before ingestion: **{f['split'].get('test')} clips** "
-        f"({', '.join(f'{k} {v}' for k, v in test_clips.items())}) that no stage trains, filters "
-        "or selects on, scored against the human references; the other "
-        f"{f['split'].get('train')} clips go through every stage.",
+        "was measured is said beside it. The corpora, and what the run does with each (a "
+        "held-out split is kept out of ingestion: no stage trains, filters or selects on it; it "
+        "is scored against the human references):",
         "",
-        f"Budgets (the shipped `params.yaml` with `bench.results_project.OVERRIDES`): {budgets()}.",
+        *corpora_lines(f["corpora"]),
+        "",
+        f"Budgets (the shipped `params.yaml` with `bench.results_project.OVERRIDES`): "
+        f"{f['budgets']}.",
         "",
         "![WER per language](results/wer.png)",
         "",
-        "## WER on the held-out test split (%)",
+        "## WER on the held-out test sets (%)",
         "",
         "Normalised WER (Whisper's normalisers, accents stripped on both sides), greedy, batch 1, "
-        "language forced. Experts, fine-tuning and LoRA are trained on the same student, the same "
-        "filtered clips of their language and the same step budget; fine-tuning and LoRA are "
-        "trained and scored by `bench/results_baselines.py` with the experts stage's and the "
-        "evaluation stage's own code. Bold: the best non-teacher model of a language.",
-        "",
-        wer_table(wer, langs),
-        "",
-        "Hallucination measures on the test split (insertions per reference word; repeated "
-        "5-grams, summed over clips: repetition loops):",
-        "",
-        hallucination_table(metrics, f["baselines"]),
+        "language forced, the repetition guard on. Experts, fine-tuning and LoRA are trained on "
+        "the same student, the same filtered clips of their language and the same step budget "
+        "(each method at its own learning rate); fine-tuning and LoRA are trained and scored "
+        "(on `test`, their languages only) by `bench/results_baselines.py` with the experts "
+        "stage's and the evaluation stage's own code. Bold: the best non-teacher model of a "
+        "language. Mean rows: the macro mean over the languages named.",
         "",
     ]
 
 
 def run_section(
-    f: dict[str, Any],
+    f: Mapping[str, Any],
     student: StudentReport | None,
     export: ExportVerification | ExportSkipped | None,
 ) -> list[str]:
     """The stages' times, the registry's decision, the export's verification."""
-    out: list[str] = []
     dec = f["decision"] or {}
     verdict = dec.get("decision") or {}
     steps, best = (student.steps, student.student.best_step) if student else ("?", "?")
-    out += [
+    out = [
         "## The run: stages, registry, export",
         "",
         "Each DVC stage of the pipeline, run one after the other (`dvc repro --single-item`), wall "
@@ -345,17 +288,68 @@ def run_section(
     return out
 
 
-def closing_section(
-    prov: dict[str, Any], wer: dict[str, dict[str, float]], speed: Any, langs: list[str]
+def context_lines(
+    f: Mapping[str, Any], metrics: Mapping[str, Any], student: StudentReport | None
 ) -> list[str]:
-    """The published anchors, why we miss them, how to reproduce the page."""
+    """Measured facts that bear on the anchors: data, filter, encoder share, dev figures."""
+    facts = f["corpora"]
+    train = sum(c["train"] for c in facts)
+    minutes = [c["train_minutes"] for c in facts if c.get("train_minutes") is not None]
+    lines = [
+        f"- **Data.** {train} clips from {len(facts)} corpora go through the stages"
+        + (f" (about {sum(minutes):.0f} min of speech)" if len(minutes) == len(facts) else "")
+        + "; Distil-Whisper trained on about 22,000 hours."
+    ]
+    filt = f.get("filter")
+    if filt:
+        kept = ", ".join(f"{k} {v['kept']}/{v['input']}" for k, v in filt["by_language"].items())
+        lines.append(f"- **Filter.** It kept {filt['kept']} of {filt['input']} clips ({kept}).")
+    if student:
+        lines.append(
+            f"- **Student.** Trained on {student.train_clips} clips for {student.steps} steps "
+            f"(best dev checkpoint: step {student.student.best_step})."
+        )
+    dev = metrics["sets"].get("dev", {})
+    if "student" in dev:
+        per_lang = dev["student"]["languages"]
+        lines.append(
+            "- **Dev split** (the filter's kept clips no training step saw): student WER "
+            + ", ".join(
+                f"{k} {pct(v['wer'])} % ({v['clips']:.0f} clips)" for k, v in per_lang.items()
+            )
+            + "."
+        )
+    speed = f.get("speed")
+    if speed:
+        enc = speed["per_step"]["encoder_s_per_clip"]
+        total = speed["end_to_end"]["seconds_per_clip"]["student"]
+        lines.append(
+            f"- **Encoder.** The student keeps the teacher's encoder: {enc:.3f} s of its "
+            f"{total:.3f} s a clip end to end ({100 * enc / total:.0f} %), which no decoder "
+            "cut removes. The teacher here is whisper-base (the largest multilingual checkpoint "
+            "available offline), not Distil-Whisper's large-v2."
+        )
+    return lines
+
+
+def closing_section(
+    f: Mapping[str, Any], metrics: Mapping[str, Any], student: StudentReport | None
+) -> list[str]:
+    """The published anchors, the measured context, how to reproduce the page."""
+    prov, speed = f["provenance"], f["speed"]
+    langs = sorted(f["test_wer"]["teacher"])
+    minutes = sum(s["wall_s"] for s in f["stages"]) / 60
     return [
         "",
         "## Against the published anchors",
         "",
-        anchors(wer, speed, langs) if speed else "(speed phase not run)",
+        anchors(f["comparisons"], speed, langs, f["expert_languages"])
+        if speed
+        else "(speed phase not run)",
         "",
-        WHY,
+        "Measured context:",
+        "",
+        *context_lines(f, metrics, student),
         "",
         "## Reproducing",
         "",
@@ -363,15 +357,16 @@ def closing_section(
         f"{prov['command']}",
         "```",
         "",
-        "(`make results CORPUS=...` from a fresh clone: install, then this.) It runs every "
-        "phase (about an hour and a half on 2 CPU cores) in `--work` (default "
-        "`~/.cache/distilflow/results`): the pipeline in a copy of this project whose params are "
-        "the shipped `params.yaml` with `bench.results_project.OVERRIDES` (the step budgets), "
-        "then the baselines, speed, labelling throughput, then this page. Run again, DVC "
-        "reproduces only what is stale and every other phase whose inputs (student, data, code, "
-        "options) are unchanged is reused, so an unchanged run only re-renders this page; "
-        "`--phases speed labelling` re-measures those; a new work folder retrains everything "
-        "with the same seeds. WER figures come from seeded CPU training and greedy decoding; "
-        "speed figures move with the machine's load.",
+        "(`make results [CORPORA=...]` from a fresh clone: install, then this.) It runs every "
+        "phase in `--work` (default `~/.cache/distilflow/results`): the pipeline in a copy of "
+        "this project whose params are the shipped `params.yaml` with "
+        "`bench.results_project.OVERRIDES` (the step budgets"
+        + (f"; its stages took {minutes:.0f} min in this run" if f["stages"] else "")
+        + "), then the baselines, the depth sweep, speed, labelling throughput, then this page. "
+        "Run again, DVC reproduces only what is stale and every other phase whose inputs "
+        "(student, data, code, options) are unchanged is reused, so an unchanged run only "
+        "re-renders this page; `--phases speed labelling` re-measures those; a new work folder "
+        "retrains everything with the same seeds. WER figures come from seeded CPU training and "
+        "greedy decoding; speed figures move with the machine's load.",
         "",
     ]

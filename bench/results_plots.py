@@ -1,4 +1,5 @@
-"""The results page's two figures: WER per language, and speed against WER. Pure: PNG bytes."""
+"""The results page's figures: WER per language, speed against WER, decoder depth against WER.
+Pure: PNG bytes."""
 
 from __future__ import annotations
 
@@ -70,4 +71,36 @@ def speed_png(speed: dict[str, Any], metrics: dict[str, Any]) -> bytes:
     ax2.set_ylabel("mean WER % (dev + test)")
     ax2.set_title("Speed against WER")
     ax2.margins(0.3)
+    return figure_png(fig)
+
+
+def depth_png(rows: list[dict[str, Any]], sets: list[str]) -> bytes:
+    """Estimated decode seconds a clip against mean WER: one point per depth (labelled), the
+    teacher a star; one colour per test set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, s in enumerate(sets):
+        pts = [
+            (r["seconds"], 100 * r["sets"][s]["wer"], r)
+            for r in rows
+            if r["seconds"] is not None and r["sets"].get(s, {}).get("wer") is not None
+        ]
+        students = [p for p in pts if p[2]["name"] != "teacher"]
+        ax.plot([p[0] for p in students], [p[1] for p in students], "o-", color=f"C{i}",
+                label=f"students, {s}")  # fmt: skip
+        for x, y, r in students:
+            ax.annotate(f"{r['depth']} layers", (x, y), xytext=(5, 4), textcoords="offset points")
+        for x, y, _ in (p for p in pts if p[2]["name"] == "teacher"):
+            ax.scatter([x], [y], marker="*", s=160, color=f"C{i}", edgecolors="k", zorder=3,
+                       label=f"teacher, {s}")  # fmt: skip
+            ax.annotate("teacher", (x, y), xytext=(5, -12), textcoords="offset points")
+    ax.set_xlabel("decode seconds a clip (estimate: encoder + tokens × ms a token)")
+    ax.set_ylabel("mean WER % (macro over languages)")
+    ax.set_title("Decoder depth: cost against WER")
+    ax.margins(0.15)
+    ax.legend(fontsize="small")
     return figure_png(fig)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from bench.results_page import anchors, held_out_wer, render, stage_table, wer_table
+from bench.results_depth_page import default_depth
+from bench.results_page import figures_of, render, write_page
+from bench.results_plots import depth_png
 from bench.results_project import (
     TEST,
     TRAIN,
@@ -17,7 +21,20 @@ from bench.results_project import (
     stage_order,
     write_split,
 )
+from bench.results_sections import anchors
+from bench.results_stats import interval_points, row_over
+from bench.results_tables import stage_table, wer_table
 from distilflow.config import load_params
+from distilflow.evaluate.compare import build_comparisons
+from distilflow.evaluate.metrics import (
+    PairResult,
+    build_metrics,
+    finite,
+    language_metrics,
+    pair_metrics,
+    transcript_records,
+)
+from distilflow.evaluate.models import ClipResult
 
 from .helpers import REPO_ROOT, audio_bytes, read_params, tone, write_audiofolder, write_params
 
@@ -63,6 +80,37 @@ def test_write_split_copies_audio_into_two_audiofolders(tmp_path: Path) -> None:
     assert write_split(corpus, tmp_path / "proj", 1) == counts  # idempotent
 
 
+def test_corpora_split_into_the_project_with_a_test_set_each(tmp_path: Path) -> None:
+    from bench.results import write_corpora
+
+    def corpus(name: str, lang: str, text: str | None) -> Path:
+        rows = [
+            {"file_name": f"{lang}{i}.wav", "bytes": audio_bytes(tone(0.2)), "language": lang}
+            | ({"text": text} if text else {})
+            for i in range(4)
+        ]
+        return write_audiofolder(tmp_path / name, rows)
+
+    main, other = corpus("main", "en", "t"), corpus("read-ru", "ru", "т")
+    unlabelled = corpus("voices", "fr", None)
+    proj = write_corpora(tmp_path / "work", [main, other, unlabelled], 1)
+    split = json.loads((tmp_path / "work" / "split.json").read_text())
+    assert split[TRAIN] == 3 and split[TEST] == 1
+    assert split["corpora"] == {
+        "main": {TRAIN: 3, TEST: 1},
+        "read-ru": {TRAIN: 3, TEST: 1},
+        "voices": {TRAIN: 4},  # no transcripts: all training audio, for the teacher to label
+    }
+    params = load_params(proj / "params.yaml")
+    assert [s.uri for s in params.ingest.sources] == [
+        "corpus/train", "corpus/read-ru/train", "corpus/voices/train", "inbox"
+    ]  # fmt: skip
+    assert params.evaluate.extra_sets == {
+        TEST: "corpus/test", "test-read-ru": "corpus/read-ru/test"
+    }  # fmt: skip
+    assert (proj / "corpus" / "voices" / "train" / "fr0.wav").is_file()
+
+
 def test_results_params_pass_the_config_checks(tmp_path: Path) -> None:
     params = load_params(write_params(tmp_path / "params.yaml", results_params(tmp_path / "cache")))
     assert params.evaluate.extra_sets == {TEST: f"corpus/{TEST}"}
@@ -86,62 +134,218 @@ def test_stage_order_names_every_stage_of_dvc_yaml_after_its_deps() -> None:
     assert order.index("evaluate-experts@fr") < order.index("evaluate") < order.index("register")
 
 
-def lang_metrics(wer: float) -> dict[str, float]:
-    return {"wer": wer, "insertion_rate": 0.01, "repeated_5grams": 0.0, "clips": 3.0}
+WORDS = ["cat", "dog", "sun", "moon", "tree", "bird", "fish", "rock", "star", "lake"]
+LANGS = ("en", "es", "fr")  # test: en without experts, es and fr with
+FESTVOX = "test-festvox-ru"
 
 
-def fake_figures() -> tuple[dict, dict]:  # type: ignore[type-arg]
-    langs = {"en": 0.05, "fr": 0.2}
-    pair = {
-        "languages": {k: lang_metrics(v) for k, v in langs.items()},
-        "mean": lang_metrics(0.1),
-    }
-    metrics = {
-        "sets": {"test": {"teacher": pair, "student": pair, "experts": pair}},
-        "models": {
-            m: {"parameters": 10, "rtf": 0.2, "tokens_per_s": 30.0, "peak_memory_mb": 500.0,
-                "wer_mean": 0.1}
-            for m in ("teacher", "student", "experts")
-        },
+def clip(lang: str, i: int, errors: int, stop: str = "end") -> ClipResult:
+    """A 10-word clip whose hypothesis has ``errors`` substituted words."""
+    hyp = ["x"] * errors + WORDS[errors:]
+    return ClipResult(f"{lang}{i}", lang, " ".join(WORDS), " ".join(hyp), 2.0, 0.4, 12, stop)
+
+
+# errors per clip of each model, by language and clip index: the teacher 1 or 2; the student
+# 2-4 (one loop in fr); the experts better than the student on es and fr; fine-tuning worse
+ERRORS = {
+    "teacher": lambda lang, i: 1 + i % 2,
+    "student": lambda lang, i: 2 + i % 3,
+    "experts": lambda lang, i: (2 + i % 3) if lang == "en" else 1 + i % 2,
+    "finetune": lambda lang, i: 4 + i % 2,
+    "lora": lambda lang, i: 2 + i % 3,
+    "layers-3": lambda lang, i: 1 + i % 2,
+}
+
+
+def model_clips(model: str, langs: tuple[str, ...], n: int = 10) -> tuple[ClipResult, ...]:
+    return tuple(
+        clip(lang, i, ERRORS[model](lang, i),
+             "loop_guard" if model == "student" and (lang, i) == ("fr", 0) else "end")
+        for lang in langs
+        for i in range(n)
+    )  # fmt: skip
+
+
+def fake_run() -> dict[str, Any]:
+    """The raw inputs of the page (``figures_of``) for a run of two test sets."""
+    results = [
+        PairResult(m, s, m, m, 10 if m == "teacher" else 8, model_clips(m, langs))
+        for s, langs in (("test", LANGS), (FESTVOX, ("ru",)))
+        for m in ("teacher", "student", "experts")
+    ]
+    metrics = build_metrics(results, dict.fromkeys(("teacher", "student", "experts"), 500.0))
+    metrics = json.loads(json.dumps(finite(metrics | {"comparisons": build_comparisons(results)})))
+    baselines = {
+        m: {lang: {"test": language_metrics(lang, model_clips(m, (lang,))),
+                   "clips": [asdict(c) for c in model_clips(m, (lang,))]}
+            for lang in ("es", "fr")}
+        for m in ("finetune", "lora")
     }  # fmt: skip
-    baselines = {m: {"fr": {"test": lang_metrics(0.3)}} for m in ("finetune", "lora")}
-    speed = {
-        "clips": 2,
-        "parameters": {"teacher": 10, "student": 8, "ratio": 0.8},
-        "end_to_end": {
-            "seconds_per_clip": {"teacher": 1.0, "student": 0.8, "speculative": 2.0},
-            "speedup_vs_teacher": {"teacher": 1.0, "student": 1.25, "speculative": 0.5},
-            "speculative_identical_share": 1.0,
-        },
-        "per_step": {"encoder_s_per_clip": 0.6, "teacher_decoder_ms_per_token": 10.0,
-                     "student_decoder_ms_per_token": 5.0, "decoder_speedup": 2.0, "tokens": 40},
-    }  # fmt: skip
-    figures = {
+    del baselines["lora"]["fr"]["clips"]  # an old baselines.json: point figures only
+    depth: dict[str, Any] = {"pipeline_depth": 2, "depths": {}, "cost": {
+        "clips": 4, "tokens": 80, "encoder_s_per_clip": 0.5,
+        "decoder_ms_per_token": {"teacher": 20.0, "layers-2": 8.0, "layers-3": 11.0},
+        "parameters": {"teacher": 10, "layers-2": 8, "layers-3": 9}}}  # fmt: skip
+    for d, model in (("2", "student"), ("3", "layers-3")):
+        clips = {"test": model_clips(model, LANGS), FESTVOX: model_clips(model, ("ru",))}
+        depth["depths"][d] = {
+            "sets": {s: pair_metrics(PairResult(model, s, "", "", 8, c)) for s, c in clips.items()},
+            "clips": {s: [asdict(x) for x in c] for s, c in clips.items()},
+            "parameters": 8 + int(d == "3"), "train_s": None if d == "2" else 600.0,
+        }  # fmt: skip
+    split = {TRAIN: 16, TEST: 24, "corpora": {
+        "asterisk-dev": {TRAIN: 16, TEST: 24}, "festvox-ru": {TRAIN: 8, TEST: 8},
+        "voices-unlabelled": {TRAIN: 5}}}  # fmt: skip
+    return {
+        "metrics": metrics, "baselines": baselines, "depth": depth, "split": split,
+        "transcripts": transcript_records(results), "params": results_params(Path("cache")),
+        "metas": {"voices-unlabelled": {TRAIN: [
+            {"language": "es", "speaker": "a", "duration_s": 60.0}] * 5}},
         "provenance": {"command": "python -m bench.results c", "date": "d", "machine": "m"},
-        "split": {TRAIN: 8, TEST: 2},
-        "test_wer": held_out_wer(metrics, baselines),
-        "baselines": baselines,
-        "speed": speed,
-        "labelling": None,
+        "speed": SPEED, "labelling": None,
         "stages": [{"stage": "ingest", "wall_s": 61.4, "peak_rss_mb": 300.0}],
         "decision": {"version": "1", "decision": {"verdict": "promoted", "reasons": ["first"]}},
-    }
-    return figures, metrics
+    }  # fmt: skip
+
+
+SPEED = {
+    "clips": 2,
+    "parameters": {"teacher": 10, "student": 8, "ratio": 0.8},
+    "end_to_end": {
+        "seconds_per_clip": {"teacher": 1.0, "student": 0.8, "speculative": 2.0},
+        "speedup_vs_teacher": {"teacher": 1.0, "student": 1.25, "speculative": 0.5},
+        "speculative_identical_share": 1.0,
+    },
+    "per_step": {"encoder_s_per_clip": 0.6, "teacher_decoder_ms_per_token": 10.0,
+                 "student_decoder_ms_per_token": 5.0, "decoder_speedup": 2.0, "tokens": 40},
+}  # fmt: skip
 
 
 def test_page_tables_and_anchors_state_the_figures() -> None:
-    figures, metrics = fake_figures()
-    wer = figures["test_wer"]
-    table = wer_table(wer, ["en", "fr"])
-    assert "| fr | 20.0 | **20.0** | **20.0** | 30.0 | 30.0 |" in table
-    assert "mean (fr)" in table  # baselines exist for fr only: the mean compares like with like
-    assert "1 min 01 s" in stage_table(figures["stages"])
-    text = anchors(wer, figures["speed"], ["en", "fr"])
-    assert "+0.0 WER points" in text and "1.25x" in text and "**Not met.**" in text
-    assert "or tied in 1 of 1 languages, better than the student alone in 0" in text
-    page = render(figures, metrics, None, None, Path("asterisk-dev"))
+    raw = fake_run()
+    f = figures_of(raw)
+    wer = f["test_wer"]
+    table = wer_table(wer, ["en", "es", "fr"])
+    assert "| es | 15.0 | 29.0 | **15.0** | 45.0 | 29.0 |" in table
+    assert "mean (en, es, fr)" in table and "mean (es, fr)" in table  # like with like
+    assert "1 min 01 s" in stage_table(f["stages"])
+    text = anchors(f["comparisons"], SPEED, ["en", "es", "fr"], ["es", "fr"])
+    assert "+14.0 [" in text and "1.25x" in text and "**Not met.**" in text
+    assert "against fine-tuning -30.0 [-30.0, -30.0]: better" in text
+    assert "**Not shown**: better by the point figure only against LoRA" in text
+    page = render(f, raw["metrics"], None, None)
     assert "promoted" in page and "python -m bench.results c" in page
+    assert "30-clip" not in page and "850" not in page  # no hard-coded sizes
     assert not any(math.isnan(v) for v in wer["teacher"].values())
+
+
+def test_every_comparison_carries_its_interval_and_loops_apart() -> None:
+    raw = fake_run()
+    f = figures_of(raw)
+    page = render(f, raw["metrics"], None, None)
+    for set_name in ("test", FESTVOX):
+        assert f"### `{set_name}`" in page and f"Paired differences on `{set_name}`" in page
+    # the evaluation's own comparison, its interval in points, loops counted apart
+    row = row_over(f["comparisons"], "test", "teacher", "student", ["fr"])
+    assert row is not None and row["loops_baseline"] == 0 and row["loops"] == 1
+    assert row["low"] is not None and row["low"] <= row["delta"] <= row["high"]
+    assert f"| student − teacher | fr | 10 | 15.0 → 29.0 | {interval_points(row)} |" in page
+    # a macro mean with its stratified interval; baselines against the student per clip
+    mean_row = row_over(f["comparisons"], "test", "student", "finetune", ["es", "fr"])
+    assert mean_row is not None and mean_row["high"] is not None and mean_row["clips"] == 20
+    assert "| fine-tuning − student | mean (es, fr) | 20 |" in page
+    # baselines.json without per-clip transcripts: the point figure, "no interval"
+    old = row_over(f["comparisons"], "test", "student", "lora", ["fr"])
+    assert old is not None and old["low"] is None and "(no interval)" in interval_points(old)
+    # the second corpus's set: Russian only, no baselines
+    festvox = [r for r in f["comparisons"] if r["set"] == FESTVOX]
+    assert {r["language"] for r in festvox} == {"ru"}
+    assert {r["model"] for r in festvox} == {"student", "experts"}
+    assert "`festvox-ru`: 16 clips with transcripts" in page
+    assert "`voices-unlabelled`: 5 clips without transcripts in es (1 speaker, 5 min" in page
+
+
+def test_goals_are_checked_from_the_figures() -> None:
+    raw = fake_run()
+    f = figures_of(raw)
+    by_goal = {g["goal"]: g for g in f["goals"]}
+    assert set(by_goal) == {"a", "b", "c", "d", "e"}
+    assert by_goal["a"]["met"] is False  # en: the experts are the student, 15 points over
+    assert any(
+        d.startswith("en:") and "missed by 13.0 points" in d for d in by_goal["a"]["details"]
+    )
+    assert any(d.startswith("es:") and "(Met)" in d for d in by_goal["a"]["details"])
+    assert by_goal["b"]["met"] is False and "missed by 11.0 points" in by_goal["b"]["details"][0]
+    assert by_goal["c"]["met"] is False and FESTVOX in by_goal["c"]["title"]
+    # (d): better than the student and fine-tuning; LoRA better by its points only (fr without
+    # per-clip transcripts): not shown; with them, met
+    assert by_goal["d"]["met"] is None and "better (no interval)" in by_goal["d"]["details"][2]
+    raw["baselines"]["lora"]["fr"]["clips"] = [asdict(c) for c in model_clips("lora", ("fr",))]
+    assert {g["goal"]: g for g in figures_of(raw)["goals"]}["d"]["met"] is True
+    assert "against student: 15.0 against 29.0" in by_goal["d"]["details"][0]
+    assert by_goal["e"]["met"] is False  # the student looped once, the teacher never
+    page = render(f, raw["metrics"], None, None)
+    assert "## Goals" in page and "**Not met**" in page and "missed by" in page
+
+
+def test_depth_sweep_table_default_and_plot(tmp_path: Path) -> None:
+    raw = fake_run()
+    f = figures_of(raw)
+    depth = f["depth"]
+    rows = {r["name"]: r for r in depth["rows"]}
+    assert rows["teacher"]["seconds"] == 0.5 + 20 * 20.0 / 1000
+    assert rows["layers-2"]["speedup"] == rows["teacher"]["seconds"] / (0.5 + 20 * 8.0 / 1000)
+    # layers-3 has the teacher's transcripts: within 3 points, interval included; layers-2 not
+    assert depth["default"] == {"depth": 3, "qualified": True, "row": rows["layers-3"]}
+    page = render(f, raw["metrics"], None, None)
+    assert "| decoder layers | parameters |" in page and "| 2 (pipeline) | 8 | 8.00 |" in page
+    assert "**3 decoder layers**, the fastest depth that meets the rule" in page
+    assert "differs from the pipeline's student (2 layers)" in page
+    # nothing qualifies: the lowest mean WER on test
+    worse = [r | {"sets": {s: v | {"vs_teacher": {"delta": 0.1, "low": 0.05, "high": 0.2}}
+                           for s, v in r["sets"].items()}} for r in depth["rows"]]  # fmt: skip
+    fallback = default_depth(worse, depth["sets"])
+    assert fallback["depth"] == 3 and not fallback["qualified"]
+    png = depth_png(depth["rows"], depth["sets"])
+    assert png.startswith(b"\x89PNG")
+
+
+def test_write_page_renders_every_file(tmp_path: Path) -> None:
+    raw = fake_run()
+    work, docs = tmp_path / "work", tmp_path / "docs"
+    data = work / "project" / "data" / "evaluate"
+    data.mkdir(parents=True)
+    (data / "metrics.json").write_text(json.dumps(raw["metrics"]))
+    (data / "transcripts.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in raw["transcripts"])
+    )
+    for name in ("baselines", "depth", "split", "speed", "stages"):
+        (work / f"{name}.json").write_text(json.dumps(raw[name]))
+    page = write_page(work, Path("asterisk-dev"), docs)
+    for png in ("wer.png", "speed.png", "depth.png"):
+        assert (docs / "results" / png).read_bytes().startswith(b"\x89PNG")
+    figures = json.loads((docs / "bench" / "results.json").read_text())
+    assert {g["goal"] for g in figures["goals"]} == {"a", "b", "c", "d", "e"}
+    assert "clips" not in figures["baselines"]["finetune"]["es"]  # per-clip data stays out
+    assert (docs / "RESULTS.md").read_text() == page and "![Decode time" in page
+
+
+def test_an_old_run_renders_with_point_figures_only() -> None:
+    """metrics.json without comparisons, no transcripts, no per-clip baselines, no depth
+    sweep, split.json of one corpus: the page keeps the point figures and says so."""
+    raw = fake_run()
+    del raw["metrics"]["comparisons"]
+    for langs in raw["baselines"].values():
+        for row in langs.values():
+            row.pop("clips", None)
+    raw |= {"transcripts": [], "depth": None, "split": {TRAIN: 16, TEST: 24}, "metas": {}}
+    raw["corpus"] = "asterisk-dev"
+    f = figures_of(raw)
+    assert all(r["low"] is None for r in f["comparisons"])
+    page = render(f, raw["metrics"], None, None)
+    assert "| student − teacher | fr | – | 15.0 → 29.0 | +14.0 (no interval) |" in page
+    assert "(depth phase not run" in page and "`asterisk-dev`: 40 clips" in page
+    assert {g["goal"]: g["met"] for g in f["goals"]}["d"] is None  # better, not shown
 
 
 def test_a_phase_is_reused_only_for_the_same_inputs_unless_forced(tmp_path: Path) -> None:
