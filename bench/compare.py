@@ -23,11 +23,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from distilflow.config import load_params
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.evaluate.compare import clip_scores, compare_scores
 from distilflow.evaluate.metrics import PairResult, evaluate_pair, pair_metrics
-from distilflow.evaluate.models import whisper_model
+from distilflow.evaluate.models import ClipResult, whisper_model
 from distilflow.evaluate.sets import EvalSet, audiofolder_set, dev_set
 from distilflow.stats import corpus_wer
 
@@ -90,6 +92,17 @@ def diff(base: dict[Any, Any], mine: dict[Any, Any]) -> str:
     return f"{100 * c['delta']:+.1f} ({100 * c['low']:+.1f}, {100 * c['high']:+.1f})"
 
 
+def reused(earlier: dict[str, Any], name: str, ref: str, s: EvalSet) -> PairResult | None:
+    """The earlier run's result of the same model (name and reference) on the same clips."""
+    old = earlier.get("sets", {}).get(s.name, {}).get(name)
+    if not old or earlier["models"].get(name) != ref or "result" not in old:
+        return None
+    clips = tuple(ClipResult(**c) for c in old["clips"])
+    if sorted(c.id for c in clips) != sorted(c.id for c in s.clips):
+        return None
+    return PairResult(name, s.name, clips=clips, **old["result"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="name=reference")
@@ -100,6 +113,9 @@ def main() -> None:
     parser.add_argument("--baseline", help="the model each is also compared with")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--reuse", type=Path, help="an earlier --out: its transcripts of the same model and set"
+    )
     args = parser.parse_args()
     params = load_params(args.params)
     exclude = excluded_files(args.exclude)
@@ -107,19 +123,24 @@ def main() -> None:
         seeded_sample(audiofolder_set(name, Path(path)), args.cap, exclude)
         for name, path in (s.split("=", 1) for s in args.set)
     ]
-    if args.dev:
-        proj = load_params(args.dev / "params.yaml")
-        sets.insert(0, dev_set(args.dev / proj.filter.out_dir, proj.student.dev_fraction))
+    if args.dev:  # read raw: the project may be of another version of the params
+        raw = yaml.safe_load((args.dev / "params.yaml").read_text(encoding="utf-8"))
+        filtered = args.dev / raw["filter"]["out_dir"]
+        sets.insert(0, dev_set(filtered, float(raw["student"]["dev_fraction"])))
     models = [whisper_model(*m.split("=", 1), Path(params.paths.cache_dir)) for m in args.model]
     results: dict[str, dict[str, PairResult]] = {s.name: {} for s in sets}
     out: dict[str, Any] = {"models": {m.name: m.ref for m in models}, "sets": {}}
+    earlier = json.loads(args.reuse.read_text(encoding="utf-8")) if args.reuse else {}
     for model in models:
         for s in sets:
-            r = evaluate_pair(model, s, 128, "cpu", guard_of(params.decode))
+            r = reused(earlier, model.name, model.ref, s) or evaluate_pair(
+                model, s, 128, "cpu", guard_of(params.decode)
+            )
             results[s.name][model.name] = r
             out["sets"].setdefault(s.name, {})[model.name] = {
                 "metrics": pair_metrics(r),
                 "clips": [dataclasses.asdict(c) for c in r.clips],
+                "result": {k: getattr(r, k) for k in ("ref", "model_id", "parameters")},
             }
             print(json.dumps({"model": model.name, "set": s.name}), flush=True)
     first = models[0].name
