@@ -21,20 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from bench.experts import forced_steps_time
-from bench.results_speed import test_rows
-from distilflow.audio import SAMPLE_RATE, load_audio
+from bench.results_speed import forced_costs, test_rows
 from distilflow.config import Params, load_params
 from distilflow.decoding.loop_guard import guard_of
-from distilflow.decoding.speculative import greedy_generate
 from distilflow.evaluate.metrics import evaluate_pair, pair_metrics
 from distilflow.evaluate.models import EvalModel
 from distilflow.evaluate.sets import EvalSet, audiofolder_set
 from distilflow.models import load_whisper
 from distilflow.models.device import count_parameters
-from distilflow.training.data import prompt_ids
 from distilflow.training.loop import NullTracker
 
 DEPTHS = (2, 3, 4, 6)
@@ -100,21 +94,7 @@ def decoding_cost(
         name: load_whisper(str(path), cache_dir=cache).model.eval() for name, path in models.items()
     }
     rows, corpus = test_rows(proj, per_language), proj / "corpus" / "test"
-    seconds = dict.fromkeys(nets, 0.0)
-    enc_s, tokens = 0.0, 0
-    for r in rows:
-        feats = processor.feature_extractor(
-            load_audio(corpus / r["file_name"]), sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features
-        with torch.no_grad():
-            start = time.perf_counter()
-            states = teacher.model.encoder(feats).last_hidden_state
-            enc_s += time.perf_counter() - start
-        seq = prompt_ids(teacher.generation_config, r["language"])
-        seq += greedy_generate(teacher, feats, r["language"], 96)
-        tokens += len(seq)
-        for name, net in nets.items():
-            seconds[name] += forced_steps_time(net, states, seq)
+    enc_s, seconds, tokens = forced_costs(teacher, processor, nets, rows, corpus)
     return {
         "clips": len(rows),
         "tokens": tokens,

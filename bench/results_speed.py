@@ -35,13 +35,14 @@ def test_rows(proj: Path, per_language: int) -> list[dict[str, Any]]:
     return out
 
 
-def forced_decoder_ratio(
-    teacher: Any, student: Any, processor: Any, rows: list[dict[str, Any]], corpus: Path
-) -> dict[str, float]:
-    """Encoder seconds per clip, and decoder seconds of both models on exactly the teacher's
-    tokens (KV cache, one token a step): the per-step cost, whatever each model would say."""
-    enc_s = teacher_s = student_s = 0.0
-    tokens = 0
+def forced_costs(
+    teacher: Any, processor: Any, nets: dict[str, Any], rows: list[dict[str, Any]], corpus: Path
+) -> tuple[float, dict[str, float], int]:
+    """(encoder seconds, decoder seconds of each of ``nets``, tokens) on exactly the teacher's
+    greedy tokens of each clip (KV cache, one token a step): the per-step cost of each model,
+    whatever it would say; the encoder, the teacher's, is timed once."""
+    enc_s, tokens = 0.0, 0
+    seconds = dict.fromkeys(nets, 0.0)
     for r in rows:
         feats = processor.feature_extractor(
             load_audio(corpus / r["file_name"]), sampling_rate=SAMPLE_RATE, return_tensors="pt"
@@ -53,8 +54,19 @@ def forced_decoder_ratio(
         ids = greedy_generate(teacher, feats, r["language"], 96)
         seq = prompt_ids(teacher.generation_config, r["language"]) + ids
         tokens += len(seq)
-        teacher_s += forced_steps_time(teacher, states, seq)
-        student_s += forced_steps_time(student, states, seq)
+        for name, net in nets.items():
+            seconds[name] += forced_steps_time(net, states, seq)
+    return enc_s, seconds, tokens
+
+
+def forced_decoder_ratio(
+    teacher: Any, student: Any, processor: Any, rows: list[dict[str, Any]], corpus: Path
+) -> dict[str, float]:
+    """Encoder seconds per clip, and decoder seconds of both models on exactly the teacher's
+    tokens (``forced_costs``)."""
+    nets = {"teacher": teacher, "student": student}
+    enc_s, seconds, tokens = forced_costs(teacher, processor, nets, rows, corpus)
+    teacher_s, student_s = seconds["teacher"], seconds["student"]
     n = len(rows)
     return {
         "encoder_s_per_clip": round(enc_s / n, 3),
