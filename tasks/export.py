@@ -37,10 +37,22 @@ def student_dir(params: Params) -> Path:
     return Path(params.student.out_dir) / "model"
 
 
+def merged_language(params: Params) -> str | None:
+    """The language whose experts are merged: ``export.language``, unless its experts lost to
+    the student alone (the experts stage then serves the student: nothing to merge)."""
+    language = params.export.language
+    if language is None:
+        return None
+    from distilflow.models.experts import expert_path, read_expert_metadata
+
+    meta = read_expert_metadata(expert_path(params.experts.out_dir, language))
+    return None if meta["no_experts"] else language
+
+
 def exported_model(params: Params) -> WhisperPair:
     """The torch model that is exported: the student, or the student with experts merged."""
     loaded = load_whisper(str(student_dir(params)))
-    language = params.export.language
+    language = merged_language(params)
     if language is None:
         return loaded.model, loaded.processor
     from distilflow.models.experts import expert_path, load_experts, merge_language
@@ -80,7 +92,12 @@ def export_student(params: Params) -> dict[str, Any]:
         "params_hash": section_hash(cfg),
         "student_fingerprint": transformers_dir_fingerprint(student_dir(params)),
     }
-    if cfg.language is None:
+    language = merged_language(params)
+    if cfg.language is not None and language is None:
+        print(
+            f"export: {cfg.language}'s experts lost to the student alone: the student is exported"
+        )
+    if language is None:
         export_ct2(student_dir(params), export_dir(params), cfg.quantization, lineage=lineage)
     else:
         export_ct2(
@@ -88,11 +105,11 @@ def export_student(params: Params) -> dict[str, Any]:
             export_dir(params),
             cfg.quantization,
             model=exported_model(params),
-            language=cfg.language,
+            language=language,
             lineage=lineage,
         )
     info = read_export_info(export_dir(params))
-    print(f"export: {export_dir(params)} ({cfg.quantization}, language {cfg.language})")
+    print(f"export: {export_dir(params)} ({cfg.quantization}, language {language})")
     return info
 
 
@@ -128,7 +145,7 @@ def verify_student_export(params: Params) -> ExportVerification:
     report = compare_with_torch(export_dir(params), model, processor, clips, cfg.max_new_tokens)
     ct2_texts = [c.ct2_text for c in report.comparisons]
     fw = faster_whisper_check(export_dir(params), clips, ct2_texts)
-    result = ExportVerification.of(report, cfg.language, cfg.quantization, fw)
+    result = ExportVerification.of(report, merged_language(params), cfg.quantization, fw)
     result.write(Path(cfg.out_dir) / VERIFICATION_FILE)
     print(f"export verification: {report.summary()}")
     where = f"see {cfg.out_dir}/{VERIFICATION_FILE}"
