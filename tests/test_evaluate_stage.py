@@ -292,7 +292,8 @@ def test_a_release_scored_again_gives_the_evaluations_figures(
     decoded again on the evaluation's dev clips gives the evaluation's WER, to the digit; dev
     clips that are no longer the evaluation's are refused by name."""
     from distilflow.evaluate.results import StaleResultsError
-    from distilflow.register.rescore import decoding_of, score_release
+    from distilflow.register.clip_errors import clip_errors_of
+    from distilflow.register.rescore import decoding_of, score_release_clips
     from distilflow.register.wer_basis import bases_of
 
     params, metrics = load_params(evaluation.params), evaluation.metrics
@@ -300,19 +301,15 @@ def test_a_release_scored_again_gives_the_evaluations_figures(
     bases = bases_of([json.loads(x) for x in lines], "student", "dev", decoding_of(params))
     assert sorted(bases) == list(LANGUAGES)
     student = project / "student" / "model"
-    scores = score_release(params, student, list(LANGUAGES), bases)
-    evaluated = metrics["sets"]["dev"]["student"]["languages"]
-    assert scores == {lang: evaluated[lang]["wer"] for lang in LANGUAGES}
-    # and, for the gate's paired comparison, the evaluation's per-clip errors to the clip
-    from distilflow.register.clip_errors import clip_errors_of
-    from distilflow.register.rescore import score_release_clips
-
     again = score_release_clips(params, student, list(LANGUAGES), bases)
+    evaluated = metrics["sets"]["dev"]["student"]["languages"]
+    assert dict(again.wer) == {lang: evaluated[lang]["wer"] for lang in LANGUAGES}
+    # and, for the gate's paired comparison, the evaluation's per-clip errors to the clip
     rows = [json.loads(x) for x in lines]
     assert again.clips == clip_errors_of(rows, dict.fromkeys(LANGUAGES, "student"), "dev")
     assert sum(len(c) for c in again.clips.values()) > 0
     with pytest.raises(StaleResultsError, match="fr: the evaluation's dev clips are not today's"):
-        score_release(params, student, ["fr"], bases | {"fr": "other clips"})
+        score_release_clips(params, student, ["fr"], bases | {"fr": "other clips"})
 
 
 def test_a_language_without_clips_writes_empty_results(

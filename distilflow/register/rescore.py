@@ -69,18 +69,6 @@ def dev_clips_of(params: Params, languages: Sequence[str], expected: Mapping[str
     return EvalSet(DEV, tuple(clips))
 
 
-def score_release(
-    params: Params,
-    directory: Path,
-    languages: Sequence[str],
-    expected: Mapping[str, str],
-    cache_dir: Path | None = None,
-) -> dict[str, float]:
-    """Per-language WER of the release in ``directory`` on the evaluation's dev clips of
-    ``languages`` (checked against ``expected``, the evaluation's bases)."""
-    return dict(score_release_clips(params, directory, languages, expected, cache_dir).wer)
-
-
 def score_release_clips(
     params: Params,
     directory: Path,
@@ -88,8 +76,10 @@ def score_release_clips(
     expected: Mapping[str, str],
     cache_dir: Path | None = None,
 ) -> Rescored:
-    """:func:`score_release` with the per-clip errors behind each WER
-    (:mod:`distilflow.register.clip_errors`), for the gate's paired comparison."""
+    """Per-language WER of the release in ``directory`` on the evaluation's dev clips of
+    ``languages`` (checked against ``expected``, the evaluation's bases), with the per-clip
+    errors behind each WER (:mod:`distilflow.register.clip_errors`), for the gate's paired
+    comparison."""
     dev = dev_clips_of(params, languages, expected)
     ev = params.evaluate
     model = release_model("champion", directory, cache_dir)

@@ -57,6 +57,9 @@ class LoopConfig(Protocol):
     def warmup_steps(self) -> int: ...
 
     @property
+    def lr_schedule(self) -> str: ...
+
+    @property
     def weight_decay(self) -> float: ...
 
     @property
@@ -249,9 +252,8 @@ class Trainer:
         self.params = [p for p in student.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr)
         # the schedule steps once per optimiser step (a prepared scheduler would step per rank)
-        schedule = str(getattr(cfg, "lr_schedule", "linear"))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps, schedule)
+            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps, cfg.lr_schedule)
         )
         self.model, self.optimizer = self.acc.prepare(student, optimizer)
         self.is_main = bool(self.acc.is_main_process)
