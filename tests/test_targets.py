@@ -78,3 +78,45 @@ def test_dev_clips_need_a_reference_and_the_hash() -> None:
     assert dev and all(is_dev_clip(h, "ref", 0.2) for h in dev)
     assert not any(is_dev_clip(h, None, 0.2) or is_dev_clip(h, "", 0.2) for h in dev)
     assert not any(is_dev_clip(h, "ref", 0.2) for h in hashes if h not in dev)
+
+
+def test_examples_take_their_targets_and_the_dev_split_ignores_the_filter() -> None:
+    from distilflow.testing import tiny_whisper
+    from distilflow.training.states import build_examples
+
+    model, processor = tiny_whisper()
+    gen, tok = model.generation_config, processor.tokenizer
+    dev_hash = next(f"{i:04d}" for i in range(200) if split_of(f"{i:04d}", 0.5) == "dev")
+    train_hashes = [f"{i:04d}" for i in range(200) if split_of(f"{i:04d}", 0.5) == "train"]
+    label = tok(" wrong words", add_special_tokens=False).input_ids
+    rows = [
+        # the teacher's label failed (a loop, say): a dev clip all the same, scored on its text
+        (dev_hash, "hello there", False, None),
+        (train_hashes[0], "hello there", False, None),  # failed label: learns the reference
+        (train_hashes[1], "hello there", True, 0.05),  # the teacher was right: its label
+        (train_hashes[2], "hello there", True, 0.5),  # the teacher was wrong: the reference
+        (train_hashes[3], None, True, None),  # no reference: its label
+    ]
+    df = pd.DataFrame(
+        {
+            "hash": [r[0] for r in rows],
+            "language": "fr",
+            "reference": [r[1] for r in rows],
+            "label_ok": [r[2] for r in rows],
+            "teacher_error": [r[3] for r in rows],
+            "token_ids": [label] * len(rows),
+        }
+    )
+    train, dev, kinds = build_examples(df, gen, int(gen.eos_token_id), 0.5, tok, AUTO)
+    assert [(c.hash, c.reference) for c in dev] == [(dev_hash, "hello there")]
+    assert kinds == {REFERENCE: 2, PSEUDO: 2}
+    reference = reference_token_ids(tok, "hello there")
+    learnt = {e.hash: e.labels[3:-1] for e in train}  # after the scored prompt, before EOT
+    assert learnt == {
+        train_hashes[0]: reference,
+        train_hashes[1]: label,
+        train_hashes[2]: reference,
+        train_hashes[3]: label,
+    }
+    pseudo_only = build_examples(df, gen, int(gen.eos_token_id), 0.5, tok, TargetRule("pseudo"))
+    assert {e.hash for e in pseudo_only[0]} == {train_hashes[1], train_hashes[2], train_hashes[3]}
