@@ -124,6 +124,8 @@ def test_missing_escaping_and_malformed_rows(endpoint: str, audiofolder: dict[st
         "metadata:7": BAD_METADATA,
     }
     found = by_id(items)
+    assert found["metadata:6"].detail.startswith("metadata line 6 has no file_name")
+    assert found["metadata:7"].detail.startswith("metadata line 7 is not valid JSON")
     with pytest.raises(SourceError, match="does not exist"):
         found["gone.flac"].read()
     with pytest.raises(SourceError, match="secret"):

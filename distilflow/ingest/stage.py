@@ -41,6 +41,11 @@ LANGUAGE_NOT_SELECTED = "language_not_selected"
 DUPLICATE = "duplicate"
 DUPLICATE_ID_CONFLICT = "duplicate_id_conflict"
 
+# The lowest sample rate a header may claim (Hz). Speech is recorded at 8 kHz or more (telephony
+# the lowest); under 1 kHz the Nyquist band (500 Hz) holds almost none of speech, so the header is
+# broken, and resampling it to 16 kHz would invent seconds of audio from a handful of samples.
+MIN_SAMPLE_RATE = 1_000
+
 LEDGER_FIELDS = (
     "source",
     "source_id",
@@ -119,10 +124,18 @@ class IngestResult:
 
 
 def rules_hash(cfg: IngestConfig) -> str:
-    """Hash of the options that decide keep/quarantine (a change re-examines everything)."""
+    """Hash of the options and limits that decide keep/quarantine (a change re-examines all)."""
     rules = {k: getattr(cfg, k) for k in ("max_duration_s", "min_duration_s", "silence_peak")}
     rules["languages"] = sorted(cfg.languages)
+    rules["min_sample_rate"] = MIN_SAMPLE_RATE
     return combine_hashes([json.dumps(rules, sort_keys=True)])
+
+
+def check_sample_rate(sample_rate: int) -> tuple[str, str]:
+    """The keep/quarantine rule for the rate a file claims, before resampling. Pure."""
+    if sample_rate < MIN_SAMPLE_RATE:
+        return UNREADABLE, f"sample rate {sample_rate} Hz (minimum {MIN_SAMPLE_RATE} Hz)"
+    return KEPT, ""
 
 
 def check_samples(samples: np.ndarray, cfg: IngestConfig) -> tuple[str, str]:
@@ -160,9 +173,13 @@ def examine(item: SourceItem, data: bytes, cfg: IngestConfig, store: Path, rules
     if not data:
         return dataclasses.replace(base, status=EMPTY, detail="the file has no bytes")
     try:
-        samples = audio.to_mono_16k(audio.decode(data))
+        decoded = audio.decode(data)
     except audio.AudioDecodeError as exc:
         return dataclasses.replace(base, status=UNREADABLE, detail=f"cannot decode: {exc}")
+    rate_status, rate_detail = check_sample_rate(decoded.sample_rate)
+    if rate_status != KEPT:
+        return dataclasses.replace(base, status=rate_status, detail=rate_detail)
+    samples = audio.to_mono_16k(decoded)
     audio_status, audio_detail = check_samples(samples, cfg)
     duration = samples.size / audio.SAMPLE_RATE
     if audio_status != KEPT:

@@ -3,7 +3,8 @@
 ``metadata.jsonl`` (one object a line) or ``metadata.csv`` lists ``file_name`` (relative to the
 folder) with optional ``text`` (or ``transcription``/``sentence``), ``language`` and ``speaker``.
 Audio files in the folder that no metadata row names are still yielded, unlabelled, so nothing
-in the folder is silently ignored.
+in the folder is silently ignored. A name, listed or found, that is a link to a file outside the
+folder is yielded with ``PATH_ESCAPES_ROOT`` and never read.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from distilflow.sources.base import (
     SourceItem,
     item_from_row,
     jsonl_rows,
+    row_problem,
 )
 
 AUDIO_SUFFIXES = frozenset({".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".g722"})
@@ -72,13 +74,15 @@ class AudioFolderSource:
     def items(self) -> Iterator[SourceItem]:
         if not self.root.is_dir():
             raise SourceError(f"{self.uri}: source folder does not exist")
-        named: set[Path] = set()
+        root = self.root.resolve()
+        named: set[Path] = set()  # listed paths, as written and with links followed
         for n, row, raw in self._rows():
-            file_name = row.get("file_name") if row else None
-            if row is None or not isinstance(file_name, str) or not file_name:
-                sid = f"metadata:{n}"
-                yield self._item(sid, {}, BAD_METADATA, f"line {n} has no file_name: {raw[:120]}")
+            why = row_problem(row, raw)
+            if row is None or why is not None:
+                yield self._item(f"metadata:{n}", {}, BAD_METADATA, f"line {n} {why}: {raw[:120]}")
                 continue
+            file_name = row["file_name"]
+            named.add(root / file_name)
             resolved = resolve_inside(self.root, file_name)
             if resolved is None:
                 detail = f"file_name {file_name!r} points outside {self.uri}"
@@ -88,7 +92,12 @@ class AudioFolderSource:
             problem = None if resolved.is_file() else MISSING_FILE
             detail = "" if problem is None else f"{file_name} is listed but does not exist"
             yield self._item(file_name, row, problem, detail)
-        root = self.root.resolve()
         for path in sorted(root.rglob("*")):
             if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file() and path not in named:
-                yield self._item(path.relative_to(root).as_posix(), {}, None, "")
+                sid = path.relative_to(root).as_posix()
+                target = path.resolve()
+                if target.is_relative_to(root):
+                    yield self._item(sid, {}, None, "")
+                else:  # a link to a file elsewhere: never read
+                    detail = f"{sid} links to {target}, outside {self.uri}"
+                    yield self._item(sid, {}, PATH_ESCAPES_ROOT, detail)

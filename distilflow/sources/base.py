@@ -70,6 +70,22 @@ def jsonl_rows(lines: Iterable[str]) -> Iterator[MetadataRow]:
         yield n, row if isinstance(row, dict) else None, line.strip()
 
 
+def row_problem(row: Mapping[str, Any] | None, raw: str) -> str | None:
+    """Why a metadata row names no file (``raw``: its line), or None when it has a ``file_name``.
+
+    The answer completes "line N ...": ``is not valid JSON (...)``, ``is not a JSON object`` or
+    ``has no file_name``. Pure.
+    """
+    if row is None:
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return f"is not valid JSON ({exc.msg}, column {exc.colno})"
+        return "is not a JSON object"
+    file_name = row.get("file_name")
+    return None if isinstance(file_name, str) and file_name else "has no file_name"
+
+
 TEXT_KEYS = ("text", "transcription", "sentence")  # transcript column names, in order
 
 

@@ -42,6 +42,7 @@ from distilflow.sources.base import (
     SourceItem,
     item_from_row,
     jsonl_rows,
+    row_problem,
 )
 
 METADATA_NAMES = ("metadata.jsonl", "metadata.csv")  # the first one present is used
@@ -180,10 +181,11 @@ class S3Source:
         self, n: int, row: dict[str, Any] | None, raw: str, names: set[str]
     ) -> SourceItem:
         """The item a metadata row describes, with its problem if any."""
-        file_name = row.get("file_name") if row else None
-        if row is None or not isinstance(file_name, str) or not file_name:
-            detail = f"metadata line {n} has no file_name: {raw[:_RAW_PREVIEW]}"
+        why = row_problem(row, raw)
+        if row is None or why is not None:
+            detail = f"metadata line {n} {why}: {raw[:_RAW_PREVIEW]}"
             return self._item(f"metadata:{n}", {}, BAD_METADATA, detail)
+        file_name = row["file_name"]
         if escapes_prefix(file_name):
             detail = f"file_name {file_name!r} points outside {self.uri}"
             return self._item(file_name, row, PATH_ESCAPES_ROOT, detail)
