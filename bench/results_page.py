@@ -77,9 +77,18 @@ def budgets(params: Mapping[str, Any]) -> str:
         f"student {st['max_steps']} steps of {st['batch_size']} clips at lr {st['lr']:g} "
         f"({layers} copied from the teacher, encoder "
         f"{'frozen' if st.get('freeze_encoder', True) else 'trained'}), experts "
-        f"{ex['max_steps']} steps per language, evaluation capped at "
+        f"{ex['max_steps']} steps per language at lr {ex['lr']:g} ({expert_form(ex)}), "
+        f"evaluation capped at "
         f"{ev['max_clips_per_language']} clips a language and set"
     )
+
+
+def expert_form(ex: Mapping[str, Any]) -> str:
+    """What an expert is, from ``experts`` params. Pure."""
+    where = "encoder and decoder" if ex.get("encoder") else "decoder"
+    if ex.get("form", "lowrank") == "full":
+        return f"a copy of each {where} feed-forward block, as published"
+    return f"rank-{ex.get('rank', 16)} updates of each {where} feed-forward block"
 
 
 def figures_of(raw: Mapping[str, Any]) -> dict[str, Any]:

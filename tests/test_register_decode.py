@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from distilflow.config import DecodeConfig, RegisterConfig, TrackingConfig, load_params
+from distilflow.decoding.generate_args import token_budget
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, NO_GUARD, LoopGuard
 from distilflow.lineage import Lineage
-from distilflow.register.consumer import RegisteredWhisper, token_budget
+from distilflow.register.consumer import RegisteredWhisper
 from distilflow.register.decode_file import (
     DECODE_FILE,
     ServingDecode,
@@ -189,6 +190,22 @@ def test_transcribe_prints_no_warning(tiny_dir: Path, transformers_warnings: Rec
     # (logger.warning_once), not on each call, and beyond a caller's reach.
     upstream = [m for m in messages if m.startswith(UPSTREAM_ONCE)]
     assert len(upstream) <= 1
+    assert [m for m in messages if not m.startswith(UPSTREAM_ONCE)] == []
+
+
+def test_dev_decoding_prints_no_warning(tiny_dir: Path, transformers_warnings: Records) -> None:
+    """The training stages' dev transcripts (from encoder states) keep the budget quietly."""
+    from distilflow.decoding.greedy import transcribe_states
+
+    model = RegisteredWhisper.from_dir(tiny_dir)
+    features = model.batch_features([model.pcm(clip(2.0)), model.pcm(clip(1.0, seed=1))])
+    with torch.no_grad():
+        states = model.model.get_encoder()(features).last_hidden_state
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        texts = transcribe_states(model.model, model.processor, states, "fr", 5, NO_GUARD)
+    assert len(texts) == 2
+    messages = [r.getMessage() for r in transformers_warnings.records if r.levelno >= 30]
     assert [m for m in messages if not m.startswith(UPSTREAM_ONCE)] == []
 
 

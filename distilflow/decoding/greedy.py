@@ -10,6 +10,7 @@ import torch
 from transformers import LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
+from distilflow.decoding.generate_args import every_state, token_budget
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.text import error_rate_corpus
 
@@ -35,9 +36,10 @@ def transcribe_states(
     """Greedy transcripts of a batch of encoder states (B, frames, d) in one language."""
     out = model.generate(
         encoder_outputs=BaseModelOutput(last_hidden_state=states),
+        attention_mask=every_state(states),
         language=language,
         task="transcribe",
-        max_new_tokens=max_new_tokens,
+        **token_budget(max_new_tokens),
         logits_processor=LogitsProcessorList(guard.processors(model)),
     )
     rows = guard.text_rows(out, model)

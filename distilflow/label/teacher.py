@@ -18,6 +18,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 from distilflow.audio import SAMPLE_RATE, load_audio
+from distilflow.decoding.generate_args import every_state, token_budget
 from distilflow.label.cache import LabelCache, LabelRecord
 from distilflow.models.encoder_cache import EncoderCache
 from distilflow.text import compression_ratio
@@ -177,10 +178,11 @@ class TransformersLabeller:
         s = self.settings
         out = self.model.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=enc),
+            attention_mask=every_state(enc),
             language=language,
             task=s.task,
             return_timestamps=s.timestamps,
-            max_new_tokens=s.max_new_tokens,
+            **token_budget(s.max_new_tokens),
             num_beams=s.num_beams,
             output_scores=True,
             return_dict_in_generate=True,

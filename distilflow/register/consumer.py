@@ -23,6 +23,7 @@ import torch
 from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.audio import N_SAMPLES, SAMPLE_RATE, Decoded, to_mono_16k
+from distilflow.decoding.generate_args import token_budget
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.models.dynamic import (
     apply_audio_context,
@@ -55,18 +56,6 @@ def windows(pcm: np.ndarray, size: int = N_SAMPLES) -> list[np.ndarray]:
     if pcm.size == 0:
         return [pcm]
     return [pcm[i : i + size] for i in range(0, pcm.size, size)]
-
-
-def token_budget(max_new_tokens: int) -> dict[str, Any]:
-    """Whisper ``generate`` options for at most ``max_new_tokens`` tokens after the prompt. Pure.
-
-    Whisper's ``generate`` reads ``max_length`` (without ``max_new_tokens``) as a count after its
-    forced prompt (start, language, task: transformers' ``_set_max_new_tokens_and_length`` adds
-    the prompt's length), the budget ``max_new_tokens`` sets. ``max_new_tokens`` itself makes
-    transformers warn on every call that ``max_length`` is set too, which Whisper's ``generate``
-    always fills in before decoding.
-    """
-    return {"max_length": int(max_new_tokens)}
 
 
 def every_frame(features: torch.Tensor) -> torch.Tensor:
