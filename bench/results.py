@@ -22,7 +22,13 @@ real whisper-base, the baselines, speed, speculative decoding and labelling thro
 4. ``speed``: student, teacher and speculative decoding (student drafts, teacher verifies) on
    the test split, side by side in one process.
 5. ``labelling``: the label stage's throughput against transformers' ASR pipeline.
-6. ``page``: docs/RESULTS.md, docs/results/*.png and docs/bench/results.json.
+6. ``page``: docs/RESULTS.md, docs/results/*.png and docs/bench/results.json; the phases this
+   run lacks are taken from ``docs/bench/results_record.json`` where it was made from the same
+   data and params, and the record is rewritten (``bench/results_record.py``; ``--no-record``:
+   neither). On two CPU cores the whole run outlasts a working day: one day runs
+   ``--phases pipeline baselines speed labelling page``, another
+   ``--phases pipeline depth page --until filter`` (the stages up to the filter, so the depth
+   sweep trains on the same clips, then the sweep: its 4-layer point is trained too).
 
 Every phase writes its JSON under WORK. Without ``--phases``, a phase whose JSON was made from
 the same inputs (the student and data DVC recorded, the phase's code and options: a key beside
@@ -50,6 +56,8 @@ from bench.results_project import (
 )
 
 PHASES = ("pipeline", "baselines", "depth", "speed", "labelling", "page")
+STAGES = ("ingest", "label", "filter", "student")
+RECORD = REPO / "docs" / "bench" / "results_record.json"
 
 
 def stage_lock(proj: Path, stage: str) -> str:
@@ -57,7 +65,7 @@ def stage_lock(proj: Path, stage: str) -> str:
     import yaml
 
     lock = yaml.safe_load((proj / "dvc.lock").read_text(encoding="utf-8"))
-    return json.dumps(lock["stages"][stage], sort_keys=True)
+    return json.dumps(lock["stages"].get(stage), sort_keys=True)  # null: not run (--until)
 
 
 def phase_key(*parts: str) -> str:
@@ -92,6 +100,13 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", choices=PHASES, help="recompute these only")
     parser.add_argument("--speed-clips", type=int, default=5, help="per language")
     parser.add_argument("--labelling-clips", type=int, default=40)
+    parser.add_argument(
+        "--until", choices=STAGES, help="pipeline: stop after this stage (e.g. filter, for depth)"
+    )
+    parser.add_argument(
+        "--no-record", action="store_true",
+        help="page: neither complete it from docs/bench/results_record.json nor rewrite that",
+    )  # fmt: skip
     args = parser.parse_args()
     work = args.work.expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -101,7 +116,7 @@ def main() -> None:
     phases, forced = (args.phases, True) if args.phases else (list(PHASES), False)
     if "pipeline" in phases:
         write_corpora(work, corpora, args.test_per_language)
-        run_pipeline(proj, work)
+        run_pipeline(proj, work, args.until)
     if "baselines" in phases:
         from bench.results_baselines import run_baselines
 
@@ -135,7 +150,7 @@ def main() -> None:
     if "page" in phases:
         from bench.results_page import write_page
 
-        write_page(work, corpus, REPO / "docs")
+        write_page(work, corpus, REPO / "docs", None if args.no_record else RECORD)
 
 
 def write_corpora(work: Path, corpora: list[Path], test_per_language: int) -> Path:

@@ -46,13 +46,14 @@ def test_sets(proj: Path, params: Params) -> list[EvalSet]:
 
 def depth_student(params: Params, depth: int, work: Path) -> tuple[Path, float | None]:
     """(model directory, training seconds) of the ``depth``-layer student: the pipeline's own at
-    its depth (None: trained by the student stage), else trained here on the same data and
-    budget (a finished run is found again: the stage resumes and skips)."""
+    its depth where the student stage ran (None: trained by the stage), else trained here on the
+    same data and budget (a finished run is found again: the stage resumes and skips)."""
     from distilflow.student.stage import distil
 
     st = params.student
-    if depth == st.decoder_layers and not st.layer_ids:
-        return Path(st.out_dir) / "model", None
+    own = Path(st.out_dir) / "model"
+    if depth == st.decoder_layers and not st.layer_ids and own.exists():
+        return own, None  # without it (the pipeline ran --until filter): trained below
     cfg = dataclasses.replace(
         st, decoder_layers=depth, layer_ids=[], out_dir=str(work / "depth" / f"layers-{depth}"),
         progress=False,

@@ -28,7 +28,7 @@ from bench.results_sections import (
 )
 from bench.results_stats import comparisons, held_out_sets, set_figure, transcript_scores
 from bench.results_tables import pct, set_section, stage_table
-from distilflow.export.report import ExportSkipped, ExportVerification, read_verification
+from distilflow.export.report import ExportSkipped, ExportVerification, verification_from_dict
 from distilflow.student.report import StudentReport
 
 
@@ -102,7 +102,8 @@ def figures_of(raw: Mapping[str, Any]) -> dict[str, Any]:
     split = raw.get("split") or {}
     if "corpora" not in split:  # a run of one corpus, before split.json listed them
         split = {**split, "corpora": {raw.get("corpus", "corpus"): dict(split)}}
-    out = {k: raw.get(k) for k in ("provenance", "speed", "labelling", "decision", "dvc_status")}
+    kept = ("provenance", "speed", "labelling", "decision", "dvc_status", "phases")
+    out = {k: raw.get(k) for k in kept}
     out |= {
         "split": split,
         "corpora": corpus_facts(split, raw.get("metas") or {}, metrics),
@@ -148,33 +149,59 @@ def run_params(proj: Path) -> dict[str, Any]:
     return results_params(REPO / ".cache")
 
 
-def write_page(work: Path, corpus: Path, docs: Path) -> str:
-    """docs/RESULTS.md, docs/results/*.png and docs/bench/results.json from ``work``'s JSON."""
+def page_inputs(work: Path, corpus: Path) -> dict[str, Any]:
+    """What the page is made from, as found in ``work`` (None where a phase left nothing), with
+    the keys ``bench.results_record.merge`` matches a record on."""
+    from bench.results_record import data_key, params_key, stamp
+
     proj = work / "project"
     data = proj / "data"
-    metrics = read_json(data / "evaluate" / "metrics.json")
-    if metrics is None:
-        raise FileNotFoundError(f"{data}/evaluate/metrics.json: run the pipeline phase first")
     split = read_json(work / "split.json") or {}
     status = work / "dvc_status.txt"
-    raw = {
+    metrics = read_json(data / "evaluate" / "metrics.json")
+    params = run_params(proj)
+    inputs: dict[str, Any] = {
         "metrics": metrics,
-        "transcripts": read_jsonl(data / "evaluate" / "transcripts.jsonl"),
+        "transcripts": read_jsonl(data / "evaluate" / "transcripts.jsonl") if metrics else None,
         "split": split,
         "metas": project_metas(proj, split),
-        "params": run_params(proj),
+        "params": params,
         "filter": read_json(data / "filtered" / "report.json"),
         "decision": read_json(data / "registry" / "decision.json"),
         "dvc_status": status.read_text().strip() if status.exists() else None,
-        "provenance": page_provenance(),
+        "student": read_json(data / "student" / "report.json") if metrics else None,
+        "export": read_json(data / "export" / "verification.json"),
         "corpus": corpus.name,
+        "params_key": params_key(params),
+        "data_key": data_key(proj),
     }
     for name in ("baselines", "speed", "labelling", "stages", "depth"):
-        raw[name] = read_json(work / f"{name}.json")
-    student_file = data / "student" / "report.json"
-    student = StudentReport.read(student_file) if student_file.exists() else None
-    export_file = data / "export" / "verification.json"
-    export = read_verification(export_file) if export_file.exists() else None
+        inputs[name] = read_json(work / f"{name}.json")
+    if metrics is None:  # the pipeline ran up to some stage only: its other figures are not whole
+        inputs["stages"] = None
+    return inputs | {"phases": stamp(inputs)}
+
+
+def write_page(work: Path, corpus: Path, docs: Path, record: Path | None = None) -> str:
+    """docs/RESULTS.md, docs/results/*.png and docs/bench/results.json from ``work``'s JSON and,
+    for the phases ``work`` lacks, ``record``'s (``bench.results_record``), which is then
+    rewritten with everything the page was made from."""
+    from bench.results_record import merge, read_record, write_record
+
+    fresh = page_inputs(work, corpus)
+    inputs, notes = merge(read_record(record) if record else None, fresh)
+    for note in notes:
+        print(f"page: {note}", flush=True)
+    if inputs.get("metrics") is None:
+        raise FileNotFoundError(
+            f"{work}/project/data/evaluate/metrics.json: run the pipeline phase first"
+        )
+    if record:
+        write_record(record, inputs)
+    raw = inputs | {"provenance": page_provenance()}
+    student = StudentReport.from_dict(raw["student"]) if raw.get("student") else None
+    export = verification_from_dict(raw["export"]) if raw.get("export") else None
+    metrics = raw["metrics"]
     figures = figures_of(raw)
     (docs / "results").mkdir(parents=True, exist_ok=True)
     wer = figures["test_wer"]
@@ -230,6 +257,18 @@ def render(
     return "\n".join(out)
 
 
+def phase_dates(phases: Mapping[str, Mapping[str, str]] | None) -> str:
+    """Where the phases ran on different days (a page completed from the record), when each
+    ran, at which commit. Pure."""
+    if not phases or len({(v["date"], v["commit"]) for v in phases.values()}) < 2:
+        return ""
+    runs = "; ".join(f"{p} on {v['date']} (commit {v['commit']})" for p, v in phases.items())
+    return (
+        f" Its phases ran apart, on the same data and params (`docs/bench/results_record.json`, "
+        f"`bench/results_record.py`): {runs}."
+    )
+
+
 def intro_section(f: Mapping[str, Any]) -> list[str]:
     """Provenance, the corpora and their held-out splits, the budgets, how WER is measured."""
     prov = f["provenance"]
@@ -238,7 +277,8 @@ def intro_section(f: Mapping[str, Any]) -> list[str]:
         "",
         f"Generated by `{prov['command']}` on {prov['date']} ({prov['machine']}). Every figure "
         "below comes from that one command (`docs/bench/results.json` holds them all); how each "
-        "was measured is said beside it. The corpora, and what the run does with each (a "
+        f"was measured is said beside it.{phase_dates(f.get('phases'))} The corpora, and what "
+        "the run does with each (a "
         "held-out split is kept out of ingestion: no stage trains, filters or selects on it; it "
         "is scored against the human references):",
         "",

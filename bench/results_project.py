@@ -227,9 +227,10 @@ def run_stage(proj: Path, stage: str, log: Path) -> dict[str, Any]:
     }
 
 
-def run_pipeline(proj: Path, work: Path) -> list[dict[str, Any]]:
-    """Every stage in order; a stage DVC finds up to date keeps the record of the run that
-    made it. Written to ``work/stages.json`` after each stage (a killed run resumes)."""
+def run_pipeline(proj: Path, work: Path, until: str | None = None) -> list[dict[str, Any]]:
+    """Every stage in order (up to ``until`` included); a stage DVC finds up to date keeps the
+    record of the run that made it. Written to ``work/stages.json`` after each stage (a killed
+    run resumes)."""
     params = yaml.safe_load((proj / "params.yaml").read_text(encoding="utf-8"))
     path = work / "stages.json"
     old = {s["stage"]: s for s in json.loads(path.read_text())} if path.exists() else {}
@@ -242,6 +243,8 @@ def run_pipeline(proj: Path, work: Path) -> list[dict[str, Any]]:
         done.append(record)
         merged = {**old, **{s["stage"]: s for s in done}}
         path.write_text(json.dumps(list(merged.values()), indent=1) + "\n", encoding="utf-8")
+        if stage == until:
+            break
     status = subprocess.run(
         [sys.executable, "-m", "dvc", "status"], cwd=proj, env=stage_env(proj),
         capture_output=True, text=True, check=True,

@@ -363,3 +363,80 @@ def test_a_phase_is_reused_only_for_the_same_inputs_unless_forced(tmp_path: Path
     run_phase(tmp_path, "speed", "k2", False, phase)  # the student changed: recomputed
     run_phase(tmp_path, "speed", "k2", True, phase)  # named in --phases: recomputed
     assert calls == ["ran"] * 3
+
+
+# --- the record: phases run apart make one page ------------------------------------------------
+
+
+def recorded(raw: dict[str, Any], date: str, commit: str) -> dict[str, Any]:
+    """``raw`` as ``page_inputs`` gives it, each phase stamped with ``date`` and ``commit``."""
+    from bench.results_record import PHASE_INPUTS, has_phase, params_key
+
+    out = raw | {"params_key": params_key(raw["params"]), "data_key": "d1"}
+    phases = [p for p, names in PHASE_INPUTS.items() if has_phase(out, names)]
+    return out | {"phases": {p: {"date": date, "commit": commit} for p in phases}}
+
+
+def test_merge_takes_the_phases_a_run_lacks_only_from_the_same_data_and_params() -> None:
+    from bench.results_record import merge, params_key
+
+    raw = fake_run()
+    record = recorded(raw, "2026-12-03", "aaa")
+    fresh = recorded(raw | {"depth": None, "baselines": None}, "2026-12-04", "bbb")
+    merged, notes = merge(record, fresh)
+    assert merged["depth"] == raw["depth"] and merged["baselines"] == raw["baselines"]
+    assert merged["phases"]["depth"] == {"date": "2026-12-03", "commit": "aaa"}
+    assert merged["phases"]["pipeline"] == {"date": "2026-12-04", "commit": "bbb"}
+    assert notes == ["from the record: baselines (2026-12-03), depth (2026-12-03)"]
+    assert merge(None, fresh) == (fresh | {"phases": fresh["phases"]}, [])
+    assert merge(record, recorded(raw, "2026-12-04", "bbb"))[1] == []  # nothing lacking
+
+    other = raw["params"] | {"student": raw["params"]["student"] | {"max_steps": 1}}
+    merged, notes = merge(record, fresh | {"params_key": params_key(other)})
+    assert merged["depth"] is None and notes == [
+        "recorded baselines, depth not used: other params than this run"
+    ]
+    merged, notes = merge(record, fresh | {"data_key": "d2"})
+    assert merged["depth"] is None and "other training data" in notes[0]
+    quiet = raw["params"] | {"label": raw["params"]["label"] | {"progress": True}}
+    assert params_key(quiet) == params_key(raw["params"])  # progress bars change no figure
+
+
+def test_a_page_is_completed_from_the_record_and_says_when_each_phase_ran(
+    tmp_path: Path,
+) -> None:
+    """A run of the pipeline up to the filter and the depth sweep, with a record of the rest."""
+    from bench.results_record import read_record, write_record
+
+    raw = fake_run()
+    work, docs, record = tmp_path / "work", tmp_path / "docs", tmp_path / "record.json"
+    (work / "project" / "data").mkdir(parents=True)
+    (work / "project" / "params.yaml").write_text(yaml.safe_dump(raw["params"]))
+    (work / "depth.json").write_text(json.dumps(raw["depth"]))
+    without_depth = recorded(raw | {"depth": None}, "2026-12-01", "aaa")
+    write_record(record, without_depth | {"data_key": None})
+    page = write_page(work, Path("asterisk-dev"), docs, record)
+    assert "(depth phase not run" not in page and "![Decode time" in page
+    assert "Its phases ran apart" in page and "pipeline on 2026-12-01 (commit aaa)" in page
+    kept = read_record(record)
+    assert kept is not None and kept["depth"] == raw["depth"]  # the record now holds it all
+    assert kept["metrics"] == raw["metrics"] and set(kept["phases"]) >= {"pipeline", "depth"}
+
+
+def test_the_data_key_reads_the_kept_rows_not_the_files_lineage(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench.results_record import data_key
+
+    def write(proj: Path, texts: list[str], commit: str) -> str | None:
+        out = proj / "data" / "filtered" / "manifests"
+        out.mkdir(parents=True, exist_ok=True)
+        table = pa.table({"hash": ["a", "b"], "text": texts})
+        pq.write_table(table.replace_schema_metadata({"git_commit": commit}), out / "es.parquet")
+        return data_key(proj)
+
+    assert data_key(tmp_path / "none") is None
+    first = write(tmp_path / "p1", ["hola", "adiós"], "aaa")
+    assert first == write(tmp_path / "p2", ["hola", "adiós"], "bbb")
+    assert first != write(tmp_path / "p3", ["hola", "adios"], "aaa")
