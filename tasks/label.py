@@ -7,13 +7,13 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from tqdm import tqdm
 
 from distilflow.config import LabelConfig
 from distilflow.label.cache import LabelCache
 from distilflow.label.report import LabelReport
 from distilflow.label.stage import load_clips, make_labeller, shards, write_labels
 from distilflow.label.teacher import Clip, Labeller, label_clips
+from distilflow.progress import progress
 
 
 @functools.cache
@@ -46,9 +46,7 @@ def plan_shards(cfg: LabelConfig, ingest_root: str, cache_dir: Path) -> list[lis
 def label_shard(cfg: LabelConfig, clips: list[Clip], cache_dir: Path, index: int) -> int:
     """Label one shard; each finished batch is persisted at once, so a retry resumes."""
     labeller = labeller_for(cfg, cache_dir)
-    with tqdm(
-        total=len(clips), desc=f"label shard {index}", unit="clip", disable=not cfg.progress
-    ) as bar:
+    with progress(len(clips), f"label shard {index}", unit="clip", enabled=cfg.progress) as bar:
         return label_clips(clips, labeller, cache_for(cfg, labeller), cfg.batch_size, bar.update)
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from distilflow import audio
 from distilflow.atomic import atomic_write_bytes, atomic_write_jsonl
@@ -28,6 +27,7 @@ from distilflow.ingest.report import IngestReport, LanguageIngest
 from distilflow.languages import normalize_language
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.manifest import ManifestRow, table_bytes, write_manifests
+from distilflow.progress import progress, tracked
 from distilflow.sources.base import MISSING_FILE, UNREADABLE, SourceError, SourceItem
 
 KEPT = "kept"
@@ -323,8 +323,8 @@ def ingest(items: Iterable[SourceItem], cfg: IngestConfig) -> IngestResult:
     root = Path(cfg.out_dir)
     ledger = Ledger(root / "ledger.parquet")
     outcomes, copies, decoded = [], {}, 0
-    bar = tqdm(items, desc="ingest", unit="clip", disable=not cfg.progress)
-    for outcome, did_decode, copy in process_items(bar, cfg, root, ledger):
+    bar = progress(None, "ingest", unit="clip", enabled=cfg.progress)  # sources stream
+    for outcome, did_decode, copy in process_items(tracked(items, bar), cfg, root, ledger):
         outcomes.append(outcome)
         decoded += did_decode
         if copy:

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save
-from tqdm import tqdm
 
 from distilflow.atomic import atomic_write_bytes
+from distilflow.progress import progress as show_progress
 from distilflow.safetensors_io import sorted_metadata
 
 STATES_KEY = "states"  # the tensor's name inside each file
@@ -114,7 +114,7 @@ def fill(
     try:
         with (
             torch.inference_mode(),
-            tqdm(total=len(todo), desc="encode", disable=not progress) as bar,
+            show_progress(len(todo), "encode", unit="clip", enabled=progress) as bar,
         ):
             for start in range(0, len(todo), batch_size):
                 part = todo[start : start + batch_size]

@@ -21,13 +21,13 @@ from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import StudentConfig
 from distilflow.decoding.greedy import EvalClip, evaluate_model, macro_mean
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.models.convert import atomic_dir
+from distilflow.progress import progress
 from distilflow.training.data import BalancedSampler, collate
 from distilflow.training.losses import distillation_loss
 from distilflow.training.teacher_logits import TeacherLogits
@@ -368,11 +368,12 @@ class Trainer:
     def run(self, tracker: Tracker) -> TrainState:
         cfg = self.cfg
         self.student.train()
-        bar = tqdm(
-            total=cfg.max_steps,
+        bar = progress(
+            cfg.max_steps,
+            "distil",
+            unit="step",
             initial=self.state.step,
-            desc="distil",
-            disable=not (cfg.progress and self.is_main),
+            enabled=cfg.progress and self.is_main,
         )
         while self.state.step < cfg.max_steps:
             # 1. one optimiser step over grad_accum language-balanced micro-batches
