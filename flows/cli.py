@@ -41,9 +41,32 @@ def _print(obj: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.retrain import retrain_flow
 
-    record = retrain_flow(str(_project(args)), args.languages)
-    _print({k: record[k] for k in ("languages", "ran", "skipped_languages")})
+    root = _project(args)
+    record = retrain_flow(str(root), args.languages)
+    if args.json:
+        _print({k: record[k] for k in ("languages", "ran", "skipped_languages")})
+    else:
+        print("\n" + run_summary_of(root, record))
     return 0
+
+
+def run_summary_of(root: Path, record: dict[str, Any]) -> str:
+    """The run's summary (``distilflow.evaluate.summary``) from the files its stages wrote."""
+    from distilflow.config import load_params
+    from distilflow.evaluate.summary import run_summary
+    from distilflow.register.tracking import tracking_uri, ui_command
+
+    params = load_params(root / "params.yaml")
+    out = root / params.evaluate.out_dir
+    metrics_file, report = out / "metrics.json", out / "report.md"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    return run_summary(
+        record["ran"],
+        metrics,
+        record.get("decision"),
+        str(report) if report.is_file() else None,
+        ui_command(tracking_uri(params.tracking)),
+    )
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -151,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="retrain: a full run, or the named languages only")
     run.add_argument("--languages", nargs="+", default=None)
+    run.add_argument("--json", action="store_true", help="the run's record as JSON, no summary")
     run.set_defaults(func=cmd_run)
     watch = sub.add_parser("watch", help="look for new audio in the inbox once")
     watch.add_argument("--inline", action="store_true", help="retrain here, not via the server")

@@ -1,4 +1,4 @@
-"""Progress: tqdm's bar on a terminal, a line at each tenth and a progress artifact under Prefect."""
+"""Progress: tqdm's bar on a terminal; under Prefect, a line a tenth and a progress artifact."""
 
 from __future__ import annotations
 

@@ -367,6 +367,11 @@ def check_cli(proj: Path, env: dict[str, str]) -> None:
     assert promoted["reasons"][0] == "forced by the operator: test: operator override"
     code, again = cli_json(proj, env, "promote", "2")
     assert code == 1 and again["reasons"] == ["version 2 is already the champion"]
+    from flows.cli import run_summary_of
+
+    summary = run_summary_of(proj, read_runs(proj)[-1])  # what `distilflow run` ends with
+    assert "WER (macro mean over languages)" in summary and "teacher" in summary
+    assert "Registry" in summary and "MLflow UI: " in summary and "report.md" in summary
     cmd = [sys.executable, "-m", "flows.cli", "--project", str(proj), "transcribe"]
     text = run_in(proj, env, *cmd, str(proj / "inbox" / "fr0.wav"), "--language", "fr")
     assert text.strip()  # a tiny random model: some text, not a failure

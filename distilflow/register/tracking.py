@@ -85,3 +85,16 @@ def tracking_run(
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         mlflow.log_params(params)
         yield MlflowTracker(run.info.run_id)
+
+
+def ui_command(uri: str) -> str:
+    """How a person opens the MLflow UI on ``uri``, with any password in it masked. Pure."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts, shown = urlsplit(uri), uri
+    if parts.password:
+        host = parts.netloc.rsplit("@", 1)[1]
+        shown = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    if parts.scheme in ("http", "https", "databricks"):
+        return f"open {shown}"
+    return f"mlflow ui --backend-store-uri {shown}  (then http://127.0.0.1:5000)"
