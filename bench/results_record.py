@@ -32,6 +32,8 @@ PHASE_INPUTS: dict[str, tuple[str, ...]] = {
     "speed": ("speed",),
     "labelling": ("labelling",),
 }  # fmt: skip
+# the filter manifests' columns a model learns from
+KEY_COLUMNS = ("hash", "language", "reference", "text", "token_ids", "label_ok", "teacher_id")
 # params that do not change a figure
 NEUTRAL = ("progress",)
 
@@ -50,9 +52,10 @@ def params_key(params: Mapping[str, Any]) -> str:
 
 
 def data_key(proj: Path) -> str | None:
-    """A hash of the filter stage's kept clips with their labels and references, row by row
-    (the Parquet files' lineage metadata, which names the commit, left out): what every trained
-    model learns from. None before the filter ran."""
+    """A hash of the filter stage's kept clips with their labels and references, row by row:
+    what every trained model learns from (``KEY_COLUMNS``; not the Parquet files' lineage
+    metadata, which names the commit, nor the teacher's confidence figures, floats that another
+    CPU may round otherwise). None before the filter ran."""
     import pyarrow.parquet as pq
 
     files = sorted((proj / "data" / "filtered" / "manifests").glob("*.parquet"))
@@ -60,7 +63,8 @@ def data_key(proj: Path) -> str | None:
         return None
     digest = hashlib.sha256()
     for f in files:
-        rows = pq.read_table(f).to_pylist()
+        table = pq.read_table(f)
+        rows = table.select([c for c in KEY_COLUMNS if c in table.schema.names]).to_pylist()
         digest.update(f.name.encode() + json.dumps(rows, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
