@@ -23,9 +23,13 @@ $(CORE): pyproject.toml
 	$(COMPILE)
 	touch $(CORE)
 
+# The explorer's test loads the page in Debian's Chromium; without it (not root, no Debian) that
+# one test skips and says why.
 $(DEV): $(CORE)
 	$(BIN)/python -m pip install -q --no-compile -e ".[dev]"
 	$(COMPILE)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: skipped"
 	touch $(DEV)
 
 install: $(DEV)

@@ -109,6 +109,8 @@ def write_outputs(
     memory_mb: dict[str, float],
 ) -> tuple[dict[str, Any], str]:
     """metrics.json, plots/, report.md, report.json, transcripts.jsonl (atomic, with lineage)."""
+    ev = params.evaluate
     return write_evaluation(
-        Path(params.evaluate.out_dir), models, sets, results, memory_mb, params_hash(params)
-    )
+        Path(ev.out_dir), models, sets, results, memory_mb, params_hash(params),
+        ev.explorer_audio_mb,
+    )  # fmt: skip

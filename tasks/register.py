@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from distilflow.atomic import atomic_write_json
 from distilflow.config import Params
+from distilflow.evaluate.explorer import EXPLORER
 from distilflow.evaluate.results import StaleResultsError
 from distilflow.evaluate.sets import DEV
 from distilflow.lineage import git_commit
@@ -100,7 +101,12 @@ def student_candidate(params: Params, lock: Path = DVC_LOCK) -> Candidate:
     basis = {lang: b for lang, b in evaluated_basis(params, rows).items() if lang in wer}
     source = {lang: "experts" if lang in chosen else "student" for lang in wer}
     clips = clip_errors_of(rows, source, DEV)
-    return Candidate(release, wer, lineage, kind, data, basis, clips)
+    pages = tuple(
+        p
+        for name in ("report.md", EXPLORER, "metrics.json")
+        if (p := Path(params.evaluate.out_dir) / name).is_file()
+    )
+    return Candidate(release, wer, lineage, kind, data, basis, clips, pages)
 
 
 def check_evaluated_weights(params: Params, model_dir: Path) -> None:

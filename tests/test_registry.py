@@ -123,7 +123,12 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]
             tracking, cfg, Candidate(model_dir(root, 0), {"en": 0.5, "fr": 0.6}, lineage(1))
         )
         second_dir = model_dir(root, 1, experts=True)
-        cand = Candidate(second_dir, {"en": 0.3, "fr": 0.7}, lineage(2), data={"x": 1})
+        pages = (root / "report.md", root / "explorer.html")
+        pages[0].write_text("# Evaluation\n")
+        pages[1].write_text("<!doctype html><title>clips</title>\n")
+        cand = Candidate(
+            second_dir, {"en": 0.3, "fr": 0.7}, lineage(2), data={"x": 1}, evaluation_files=pages
+        )
         yield Registered(tracking.uri, first, register_model_dir(tracking, cfg, cand), second_dir)
 
 
@@ -159,6 +164,9 @@ def test_gate_aliases_and_recorded_decisions(registered: Registered) -> None:
     assert recorded == json.loads(json.dumps(second.to_dict()))
     card = mlflow.artifacts.load_text(f"runs:/{second.run_id}/model_card.md")
     assert card == v2.description
+    page = mlflow.artifacts.load_text(f"runs:/{second.run_id}/evaluation/explorer.html")
+    assert page.startswith("<!doctype html>")  # the evaluation's pages travel with the run
+    assert mlflow.artifacts.load_text(f"runs:/{second.run_id}/evaluation/report.md")
 
 
 def test_consumer_transcribes_the_champion(registered: Registered, tmp_path: Path) -> None:

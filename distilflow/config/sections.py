@@ -216,6 +216,7 @@ class EvaluateConfig:
     max_new_tokens: int  # longest transcript, in tokens
     max_clips_per_language: int | None  # cap per set and language (first by id); null = all
     device: str  # auto | cpu | cuda | cuda:N
+    explorer_audio_mb: float = 64.0  # explorer.html: audio embedded up to this, linked beyond
 
 
 @dataclass(frozen=True)

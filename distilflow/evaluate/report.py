@@ -15,6 +15,7 @@ from typing import Any
 
 from distilflow.atomic import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from distilflow.evaluate.compare import METHOD, build_comparisons, comparison_markdown
+from distilflow.evaluate.explorer import EXPLORER, write_explorer
 from distilflow.evaluate.metrics import (
     MEASURES,
     PairResult,
@@ -149,6 +150,9 @@ def report_markdown(
         )
     lines += [
         "",
+        f"Every clip with its audio, its reference and each model's transcript, word errors "
+        f"marked: [{EXPLORER}]({EXPLORER}) (open it in a browser; no server needed).",
+        "",
         f"![WER per language](plots/{WER_PNG})",
         "",
         f"![Speed against WER](plots/{SPEED_PNG})",
@@ -205,6 +209,7 @@ def write_evaluation(
     results: Sequence[PairResult],
     memory_mb: dict[str, float],
     params_hash: str,
+    explorer_audio_mb: float = 64.0,
 ) -> tuple[dict[str, Any], str]:
     """Write every output of the stage; returns (metrics, report markdown)."""
     out = Path(out_dir)
@@ -223,6 +228,7 @@ def write_evaluation(
         (tmp / SPEED_PNG).write_bytes(speed_scatter(metrics["models"]))
     markdown = report_markdown(finite(metrics), record, sets)
     atomic_write_jsonl(out / "transcripts.jsonl", transcript_records(results))
+    write_explorer(out, sets, results, explorer_audio_mb)
     atomic_write_json(out / "report.json", record)
     atomic_write_bytes(out / "report.md", markdown.encode("utf-8"))
     atomic_write_json(out / "metrics.json", finite(metrics))

@@ -64,6 +64,8 @@ class Candidate:
     wer_basis: Mapping[str, str] = field(default_factory=dict)
     # per language, clip key -> (errors, words) behind ``wer`` (distilflow/register/clip_errors.py)
     clip_errors: Mapping[str, Mapping[str, tuple[int, int]]] = field(default_factory=dict)
+    # the evaluation's pages (report.md, explorer.html, ...): logged with the run, evaluation/
+    evaluation_files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,8 @@ def register_model_dir(
         _log_run_inputs(cand, cfg)
         if cand.clip_errors:
             mlflow.log_dict(to_record(cand.clip_errors), ARTIFACT)
+        for page in cand.evaluation_files:
+            mlflow.log_artifact(str(page), artifact_path="evaluation")
         decision = judge(
             cand.wer,
             cand.wer_basis,
