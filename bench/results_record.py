@@ -39,16 +39,22 @@ NEUTRAL = ("progress",)
 
 
 def params_key(params: Mapping[str, Any]) -> str:
-    """A hash of the run's params without the keys that change no figure (progress bars). Pure."""
+    """A hash of the run's params as the typed config reads them (an option added since, at
+    its default, changes nothing), without the keys that change no figure (progress bars)."""
+    import dataclasses
+
+    from distilflow.config import build_params
+
+    typed = dataclasses.asdict(build_params(dict(params), "results record"))
     kept = {
         section: (
             {k: v for k, v in values.items() if k not in NEUTRAL}
             if isinstance(values, Mapping)
             else values
         )
-        for section, values in params.items()
+        for section, values in typed.items()
     }
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def data_key(proj: Path) -> str | None:

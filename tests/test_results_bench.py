@@ -400,6 +400,9 @@ def test_merge_takes_the_phases_a_run_lacks_only_from_the_same_data_and_params()
     assert merged["depth"] is None and "other training data" in notes[0]
     quiet = raw["params"] | {"label": raw["params"]["label"] | {"progress": True}}
     assert params_key(quiet) == params_key(raw["params"])  # progress bars change no figure
+    older = raw["params"] | {"evaluate": dict(raw["params"]["evaluate"])}
+    older["evaluate"].pop("explorer_audio_mb", None)  # a run before the option: its default
+    assert params_key(older) == params_key(raw["params"])
 
 
 def test_a_page_is_completed_from_the_record_and_says_when_each_phase_ran(

@@ -9,7 +9,7 @@ rules that span fields are :mod:`.checks`.
 from __future__ import annotations
 
 from distilflow.config.checks import inbox_source
-from distilflow.config.load import DEFAULT_PARAMS, load_params
+from distilflow.config.load import DEFAULT_PARAMS, build_params, load_params
 from distilflow.config.sections import (
     ConfigError,
     DecodeConfig,
@@ -46,6 +46,7 @@ __all__ = [
     "SourceConfig",
     "StudentConfig",
     "TrackingConfig",
+    "build_params",
     "inbox_source",
     "load_params",
     "section_hash",

@@ -119,6 +119,13 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     return params
 
 
+def build_params(raw: Any, source: Path | str = "params") -> Params:
+    """``Params`` from an already-read mapping (e.g. a results record's), strictly, defaults
+    filled in, without the checks that look at files on disk."""
+    _refuse_renamed(raw, Path(source))
+    return _build(Params, raw, "", Path(source))
+
+
 def _refuse_renamed(raw: Any, source: Path) -> None:
     """A params file written before the sections took their stages' names fails, saying how."""
     if not isinstance(raw, dict):
