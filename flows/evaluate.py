@@ -6,8 +6,9 @@ python -m flows.evaluate --language fr [--experts]         one language's result
 python -m flows.evaluate --report                          merge every language's results,
                                                            peak memory, the report (DVC evaluate)
 
-The (model, set) pairs are mapped over the flow's task runner: one thread by default (timings
-stay honest), a Dask or Ray cluster with ``evaluate_language_flow.with_options(task_runner=...)``.
+The (model, set) pairs are mapped over the task runner ``runner`` of params.yaml names: one
+thread by default (timings stay honest), a Dask or a Ray cluster (``on_runner``); in Python,
+``evaluate_language_flow.with_options(task_runner=...)``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from tasks.evaluate import (
     write_language_results,
     write_outputs,
 )
-from tasks.runners import one_worker
+from tasks.runners import one_worker, task_runner
 
 
 def score_pairs(params: Params, models: list[EvalModel], sets: list[EvalSet]) -> list[PairResult]:
@@ -106,6 +107,11 @@ def evaluate_report_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     return report(params, models, sets, merged_language_results(params, models, sets))
 
 
+def on_runner(flow_fn: Any, params_path: str) -> Any:
+    """``flow_fn`` on the runner of ``params_path``'s ``runner`` section."""
+    return flow_fn.with_options(task_runner=task_runner(load_params(params_path).runner))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -118,9 +124,12 @@ def main() -> None:
         parser.error("--experts needs --language")
     if args.language:
         part = "experts" if args.experts else "languages"
-        print(evaluate_language_flow(args.params, args.language, part))
+        print(on_runner(evaluate_language_flow, args.params)(args.params, args.language, part))
         return
-    metrics = evaluate_report_flow(args.params) if args.report else evaluate_flow(args.params)
+    if args.report:
+        metrics = evaluate_report_flow(args.params)
+    else:
+        metrics = on_runner(evaluate_flow, args.params)(args.params)
     print(json.dumps(metrics["models"], indent=2))
 
 

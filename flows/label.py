@@ -2,8 +2,8 @@
 
     python -m flows.label [--params params.yaml]
 
-Shards are mapped over the flow's task runner: threads by default, a Dask or Ray cluster with
-``label_flow.with_options(task_runner=...)``.
+Shards are mapped over the task runner ``runner`` of params.yaml names (threads, a Dask or a Ray
+cluster: ``run_label``); in Python, ``label_flow.with_options(task_runner=...)``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from distilflow.config import load_params
 from distilflow.label.report import LabelReport
 from tasks._env import cache_dir_of
 from tasks.label import collect_labels, label_shard, plan_shards
-from tasks.runners import one_worker
+from tasks.runners import one_worker, task_runner
 
 
 @flow(name="label", log_prints=True, task_runner=one_worker())
@@ -34,10 +34,17 @@ def label_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     return report.to_dict() | {"labelled_this_run": labelled}
 
 
+def run_label(params_path: str = "params.yaml") -> dict[str, Any]:
+    """``label_flow`` on the runner of ``params_path``'s ``runner`` section."""
+    runner = task_runner(load_params(params_path).runner)
+    result: dict[str, Any] = label_flow.with_options(task_runner=runner)(params_path)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
-    result = label_flow(parser.parse_args().params)
+    result = run_label(parser.parse_args().params)
     report = LabelReport.from_dict(result)
     this_run = result["labelled_this_run"]
     print(

@@ -1,10 +1,12 @@
-"""Task runners the flows map their tasks over."""
+"""Task runners the flows map their tasks over: ``runner`` in params.yaml."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from distilflow.config import RunnerConfig
 
 
 def one_worker() -> TaskRunner[Any]:
@@ -14,3 +16,28 @@ def one_worker() -> TaskRunner[Any]:
     ``PrefectFuture`` and its generic is invariant.)
     """
     return cast("TaskRunner[Any]", ThreadPoolTaskRunner(max_workers=1))
+
+
+def task_runner(cfg: RunnerConfig) -> TaskRunner[Any]:
+    """The configured runner: threads; a Dask scheduler (``address``) or a local Dask cluster of
+    ``workers`` single-threaded processes; a Ray cluster (``address``) or a local Ray instance
+    of ``workers`` CPUs."""
+    if cfg.kind == "threads":
+        return cast("TaskRunner[Any]", ThreadPoolTaskRunner(max_workers=cfg.workers))
+    if cfg.kind == "dask":
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        if cfg.address:
+            return cast("TaskRunner[Any]", DaskTaskRunner(address=cfg.address))
+        local = {"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True}
+        return cast("TaskRunner[Any]", DaskTaskRunner(cluster_kwargs=local))
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as exc:
+        raise RuntimeError(
+            "runner.kind ray needs prefect-ray: pip install '.[ray]' (or prefect-ray)"
+        ) from exc
+    if cfg.address:
+        return cast("TaskRunner[Any]", RayTaskRunner(address=cfg.address))
+    local = {"num_cpus": cfg.workers, "include_dashboard": False}
+    return cast("TaskRunner[Any]", RayTaskRunner(init_kwargs=local))

@@ -101,3 +101,27 @@ def test_a_renamed_section_is_refused_with_its_new_name(tmp_path: Path, old: str
         ConfigError, match=f"section '{old}' is now '{new}'.*rename {old}: to {new}:"
     ):
         load_params(path)
+
+
+def test_the_runner_section_builds_the_task_runner(tmp_path: Path) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask.task_runners import DaskTaskRunner
+    from prefect_ray.task_runners import RayTaskRunner
+
+    from distilflow.config import RunnerConfig
+    from tasks.runners import task_runner
+
+    assert load_params(REPO_ROOT / "params.yaml").runner == RunnerConfig("threads", 1, "")
+    threads = task_runner(RunnerConfig("threads", 3, ""))
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
+    local = task_runner(RunnerConfig("dask", 2, ""))
+    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 2
+    remote = task_runner(RunnerConfig("dask", 1, "tcp://10.0.0.5:8786"))
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
+    ray = task_runner(RunnerConfig("ray", 2, ""))
+    assert isinstance(ray, RayTaskRunner) and ray.init_kwargs["num_cpus"] == 2
+    for bad, why in (({"workers": 0}, "runner.workers"), ({"address": "x"}, "runner.address")):
+        raw = read_params()
+        raw["runner"] = {"kind": "threads", "workers": 1, "address": ""} | bad
+        with pytest.raises(ConfigError, match=why):
+            load_params(write_params(tmp_path / "p.yaml", raw))

@@ -335,15 +335,14 @@ def test_a_language_without_clips_writes_empty_results(
 def test_language_flows_and_report_flow_on_a_dask_cluster(
     prefect_harness: None, project: Path
 ) -> None:
-    """The per-language flow's pairs mapped over a local Dask cluster, then the report flow."""
-    from prefect_dask import DaskTaskRunner
+    """``runner: {kind: dask}``: the per-language flow's pairs mapped over a local Dask cluster
+    (one worker process), then the report flow."""
+    from flows.evaluate import evaluate_language_flow, evaluate_report_flow, on_runner
 
-    from flows.evaluate import evaluate_language_flow, evaluate_report_flow
-
-    path = str(evaluate_params(project, "dask"))
-    runner = DaskTaskRunner(
-        cluster_kwargs={"n_workers": 1, "processes": False, "threads_per_worker": 1}
-    )
+    path = evaluate_params(project, "dask")
+    raw = read_params(path)
+    raw["runner"] = {"kind": "dask", "workers": 1, "address": ""}
+    path = str(write_params(path, raw))
     for lang in LANGUAGES:
-        evaluate_language_flow.with_options(task_runner=runner)(path, lang)
+        on_runner(evaluate_language_flow, path)(path, lang)
     check_outputs(project / "dask", evaluate_report_flow(path))

@@ -17,7 +17,7 @@ import pytest
 from distilflow.label.cache import LabelCache
 from distilflow.label.teacher import Clip, GenerationSettings, avg_logprobs, batches
 
-from .helpers import DEMO_CORPUS, project_params
+from .helpers import DEMO_CORPUS, project_params, read_params, write_params
 
 
 def test_batches_group_by_language_and_sort_by_length() -> None:
@@ -182,22 +182,26 @@ def test_killed_labelling_resumes_without_relabelling(tiny_dir: Path, tmp_path: 
     assert json.dumps(sorted(cache.done()))  # every record readable: no half-written file
 
 
-def test_label_flow_runs_on_a_dask_cluster(
-    prefect_harness: None, tiny_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("kind", ["dask", "ray"])
+def test_label_flow_runs_on_the_configured_cluster(
+    prefect_harness: None, tiny_dir: Path, tmp_path: Path, kind: str
 ) -> None:
-    """The same flow, shards mapped over a local Dask cluster instead of threads."""
-    from prefect_dask import DaskTaskRunner
-
+    """``runner: {kind: dask | ray, workers: 2}`` in params.yaml: the shards mapped over a local
+    Dask cluster of two worker processes, or a local Ray instance of two CPUs."""
     from distilflow.config import load_params
     from distilflow.ingest.stage import ingest
     from distilflow.sources import iter_items
-    from flows.label import label_flow
+    from flows.label import run_label
 
     params = project_params(tmp_path, tiny_dir, shard_size=50)
+    raw = read_params(params)
+    raw["runner"] = {"kind": kind, "workers": 2, "address": ""}
+    write_params(params, raw)
     cfg = load_params(params).ingest
     ingest(iter_items(cfg.sources), cfg)
-    runner = DaskTaskRunner(
-        cluster_kwargs={"n_workers": 2, "processes": False, "threads_per_worker": 1}
-    )
-    report = label_flow.with_options(task_runner=runner)(str(params))
+    report = run_label(str(params))
     assert report["labelled_this_run"] == report["labelled"] == 150  # 3 shards of 50
+    if kind == "ray":
+        import ray
+
+        ray.shutdown()

@@ -34,6 +34,7 @@ def check(params: Params, source: Path) -> None:
     _check_evaluate(params.evaluate, source)
     _check_export(params.export, source)
     _check_retrain(params, source)
+    _check_runner(params, source)
     d = params.decode
     if d.loop_repeats == 1 or d.loop_repeats < 0 or d.loop_min_tokens < 1:
         raise ConfigError(
@@ -139,6 +140,14 @@ def _check_export(ex: ExportConfig, source: Path) -> None:
 def _check_retrain(params: Params, source: Path) -> None:
     if not params.retrain.lock_timeout_s > 0:
         raise ConfigError(f"{source}: retrain.lock_timeout_s: must be > 0 (seconds)")
+
+
+def _check_runner(params: Params, source: Path) -> None:
+    run = params.runner
+    if run.workers < 1:
+        raise ConfigError(f"{source}: runner.workers: must be >= 1")
+    if run.address and run.kind == "threads":
+        raise ConfigError(f"{source}: runner.address: set for kind threads (dask or ray only)")
 
 
 def inbox_source(params: Params) -> SourceConfig:

@@ -252,6 +252,19 @@ class RetrainConfig:
     full_stages: list[str]  # stages a full run reproduces (dvc repro targets); [] = every stage
 
 
+RunnerKind = Literal["threads", "dask", "ray"]
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """Where the labelling shards and the evaluation's pairs run (a Prefect task runner)."""
+
+    kind: RunnerKind = "threads"  # threads | dask | ray
+    workers: int = 1  # threads: tasks at once; a local dask or ray cluster: its worker processes
+    address: str = ""  # dask: scheduler (tcp://host:8786); ray: cluster (ray://host:10001); "" =
+    # a local cluster for the run
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
@@ -268,6 +281,7 @@ class Params:
     export: ExportConfig
     retrain: RetrainConfig
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
 
 
 def section_hash(section: object) -> str:
