@@ -416,6 +416,12 @@ def closing_section(
         "(student, data, code, options) are unchanged is reused, so an unchanged run only "
         "re-renders this page; `--phases speed labelling` re-measures those; a new work folder "
         "retrains everything with the same seeds. WER figures come from seeded CPU training and "
-        "greedy decoding; speed figures move with the machine's load.",
+        "greedy decoding, but not bit for bit across machines or thread counts (sums in "
+        "another order): a retrained model can land a few points away; speed figures move "
+        "with the machine's load. On two CPU cores the whole run outlasts a working day: the "
+        "page records what it was made from in `docs/bench/results_record.json`, and a run "
+        "of some phases (`--phases pipeline depth page --until filter`: the stages up to the "
+        "filter, then the depth sweep) takes the others from it when the data and params are "
+        "the same (`bench/results_record.py`); the page then says when each phase ran.",
         "",
     ]
