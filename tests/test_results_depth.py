@@ -17,8 +17,10 @@ def test_a_depth_is_trained_scored_and_timed(
     prepared: Path, tiny_teacher: Path, tmp_path: Path
 ) -> None:
     params = load_params(student_params(prepared, tiny_teacher, out_dir=str(tmp_path / "s")))
+    (tmp_path / "s" / "model").mkdir(parents=True)  # the student stage ran
     own, own_s = depth_student(params, params.student.decoder_layers, tmp_path)
     assert own == tmp_path / "s" / "model" and own_s is None  # the pipeline's: not retrained
+    # without it (the pipeline ran --until filter) that depth is trained as any other
     model_dir, train_s = depth_student(params, 3, tmp_path / "work")
     assert train_s is not None and (model_dir / "config.json").is_file()
     config = json.loads((model_dir / "config.json").read_text())
