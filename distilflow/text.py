@@ -10,7 +10,7 @@ import re
 import zlib
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import jiwer
 
@@ -109,28 +109,34 @@ def _corpus_rate(language: str, refs: Sequence[str], hyps: Sequence[str]) -> flo
     return float(measure([p[0] for p in pairs], [p[1] for p in pairs]))
 
 
+def clip_alignment(language: str, reference: str, hypothesis: str) -> tuple[str, str, Any]:
+    """(reference, hypothesis, alignment) of one clip as ``error_rate_corpus`` reads it:
+    Whisper's normaliser, accents stripped; jiwer's word alignment, or its character alignment
+    for languages without spaces. The alignment is None where the reference normalises to
+    nothing (the corpus WER leaves such a clip out)."""
+    norm = normalizer_for(language)
+    ref = normalize(reference, norm, strip_accents=True)
+    hyp = normalize(hypothesis, norm, strip_accents=True)
+    if not ref:
+        return ref, hyp, None
+    if language in NO_SPACE_LANGUAGES:
+        return ref, hyp, jiwer.process_characters(ref, hyp)
+    return ref, hyp, jiwer.process_words(ref, hyp)
+
+
 def clip_error_counts(language: str, reference: str, hypothesis: str) -> tuple[int, int]:
-    """(errors, reference words) of one clip, as ``error_rate_corpus`` counts them: Whisper's
-    normaliser, accents stripped; errors = substitutions + deletions + insertions of jiwer's
-    alignment; characters instead of words for languages without spaces (jiwer's CER counts).
+    """(errors, reference words) of one clip, as ``error_rate_corpus`` counts them (see
+    ``clip_alignment``): errors = substitutions + deletions + insertions of jiwer's alignment;
+    characters instead of words for languages without spaces (jiwer's CER counts).
 
     Summed over clips, ``errors / words`` is ``error_rate_corpus`` of those clips. A reference
     that normalises to nothing gives (0, 0): the corpus WER leaves such a clip out, its
     insertions included.
     """
-    norm = normalizer_for(language)
-    ref = normalize(reference, norm, strip_accents=True)
-    if not ref:
+    _, _, out = clip_alignment(language, reference, hypothesis)
+    if out is None:
         return 0, 0
-    hyp = normalize(hypothesis, norm, strip_accents=True)
-    if language in NO_SPACE_LANGUAGES:
-        chars = jiwer.process_characters(ref, hyp)
-        return (
-            chars.substitutions + chars.deletions + chars.insertions,
-            chars.hits + chars.substitutions + chars.deletions,
-        )
-    words = jiwer.process_words(ref, hyp)
     return (
-        words.substitutions + words.deletions + words.insertions,
-        words.hits + words.substitutions + words.deletions,
+        out.substitutions + out.deletions + out.insertions,
+        out.hits + out.substitutions + out.deletions,
     )

@@ -31,6 +31,22 @@ def test_word_ops_mark_what_the_wer_counts() -> None:
     assert word_ops("ja", "こんにちは", "こんばんは")[:2] == [["ok", "こ"], ["ok", "ん"]]
 
 
+def test_the_wer_shown_is_the_one_the_evaluation_counts() -> None:
+    from distilflow.evaluate.explorer import ops_wer
+    from distilflow.text import clip_error_counts
+
+    pairs = [
+        ("fr", "Un deux trois quatre.", "un deux troi quatre cinq"),
+        ("en", "hi there", ""),
+        ("en", "", "hello"),
+        ("ja", "こんにちは", "こんばんは"),
+        ("es", "hola", "hola hola"),
+    ]
+    for lang, ref, hyp in pairs:
+        errors, words = clip_error_counts(lang, ref, hyp)
+        assert ops_wer(word_ops(lang, ref, hyp)) == (round(errors / words, 4) if words else None)
+
+
 def scored(tmp_path: Path) -> tuple[list[EvalSet], list[PairResult]]:
     """Two sets, three languages, two models; one transcript loops, one carries markup."""
     audio = tmp_path / "audio"

@@ -18,33 +18,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jiwer
-
 from distilflow.evaluate.metrics import PairResult
 from distilflow.evaluate.sets import EvalSet
 from distilflow.languages import NO_SPACE_LANGUAGES
-from distilflow.text import clip_error_counts, normalize, normalizer_for
+from distilflow.text import clip_alignment
 
 EXPLORER = "explorer.html"
 MIME = {".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 
 
 def word_ops(language: str, reference: str, hypothesis: str) -> list[list[str]]:
-    """The hypothesis against the reference as the WER aligns them (Whisper's normaliser,
-    accents stripped; characters for languages without spaces): ``[op, text]`` with op ``ok``,
-    ``sub`` (text ``ref → hyp``), ``del`` (a reference word missing) or ``ins`` (a word
-    added). Pure."""
-    norm = normalizer_for(language)
-    ref = normalize(reference, norm, strip_accents=True)
-    hyp = normalize(hypothesis, norm, strip_accents=True)
-    chars = language in NO_SPACE_LANGUAGES
-    if not ref:
-        return [["ins", w] for w in (list(hyp) if chars else hyp.split())]
-    if not hyp:
-        return [["del", w] for w in (list(ref) if chars else ref.split())]
-    out = jiwer.process_characters(ref, hyp) if chars else jiwer.process_words(ref, hyp)
-    r_words = list(out.references[0])
-    h_words = list(out.hypotheses[0])
+    """The hypothesis against the reference as the WER aligns them (``clip_alignment``):
+    ``[op, text]`` with op ``ok``, ``sub`` (text ``ref → hyp``), ``del`` (a reference word
+    missing) or ``ins`` (a word added); characters for languages without spaces. Pure."""
+    _, hyp, out = clip_alignment(language, reference, hypothesis)
+    if out is None:  # nothing to align against: every word is added
+        return [["ins", w] for w in (list(hyp) if language in NO_SPACE_LANGUAGES else hyp.split())]
+    r_words, h_words = list(out.references[0]), list(out.hypotheses[0])
     ops: list[list[str]] = []
     for chunk in out.alignments[0]:
         r = r_words[chunk.ref_start_idx : chunk.ref_end_idx]
@@ -58,6 +48,14 @@ def word_ops(language: str, reference: str, hypothesis: str) -> list[list[str]]:
         else:
             ops += [["ins", w] for w in h]
     return ops
+
+
+def ops_wer(ops: Sequence[Sequence[str]]) -> float | None:
+    """The clip's WER from its ops (``clip_error_counts``' figure), None without reference
+    words. Pure."""
+    words = sum(op in ("ok", "sub", "del") for op, _ in ops)
+    errors = sum(op != "ok" for op, _ in ops)
+    return round(errors / words, 4) if words else None
 
 
 def audio_source(path: Path, out_dir: Path, embed: bool) -> str:
@@ -98,11 +96,11 @@ def explorer_rows(
                     "audio": src,
                     "models": {},
                 }
-            errors, words = clip_error_counts(clip.language, clip.reference, clip.hypothesis)
+            ops = word_ops(clip.language, clip.reference, clip.hypothesis)
             row["models"][result.model] = {
                 "text": clip.hypothesis,
-                "wer": round(errors / words, 4) if words else None,
-                "ops": word_ops(clip.language, clip.reference, clip.hypothesis),
+                "wer": ops_wer(ops),
+                "ops": ops,
                 "looped": clip.looped,
             }
     return list(rows.values())
