@@ -36,7 +36,7 @@ from tasks.evaluate import (
     write_language_results,
     write_outputs,
 )
-from tasks.runners import one_worker, task_runner
+from tasks.runners import on_runner, one_worker
 
 
 def score_pairs(params: Params, models: list[EvalModel], sets: list[EvalSet]) -> list[PairResult]:
@@ -105,11 +105,6 @@ def evaluate_report_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     sets = load_eval_sets(params)
     models = models_of(params)
     return report(params, models, sets, merged_language_results(params, models, sets))
-
-
-def on_runner(flow_fn: Any, params_path: str) -> Any:
-    """``flow_fn`` on the runner of ``params_path``'s ``runner`` section."""
-    return flow_fn.with_options(task_runner=task_runner(load_params(params_path).runner))
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from distilflow.config import load_params
 from distilflow.label.report import LabelReport
 from tasks._env import cache_dir_of
 from tasks.label import collect_labels, label_shard, plan_shards
-from tasks.runners import one_worker, task_runner
+from tasks.runners import on_runner, one_worker
 
 
 @flow(name="label", log_prints=True, task_runner=one_worker())
@@ -36,8 +36,7 @@ def label_flow(params_path: str = "params.yaml") -> dict[str, Any]:
 
 def run_label(params_path: str = "params.yaml") -> dict[str, Any]:
     """``label_flow`` on the runner of ``params_path``'s ``runner`` section."""
-    runner = task_runner(load_params(params_path).runner)
-    result: dict[str, Any] = label_flow.with_options(task_runner=runner)(params_path)
+    result: dict[str, Any] = on_runner(label_flow, params_path)(params_path)
     return result
 
 

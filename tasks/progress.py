@@ -78,10 +78,10 @@ class Milestones:
         elif now - self.last >= EVERY_S:
             self.report(now)
 
-    def report(self, now: float) -> None:
+    def report(self, now: float, desc: str | None = None) -> None:
         self.last = now
         line = milestone_line(
-            self.desc, self.n, self.total, self.unit, now - self.start, self.postfix
+            desc or self.desc, self.n, self.total, self.unit, now - self.start, self.postfix
         )
         self.logger.info(line)
         if self.artifact is not None:
@@ -96,8 +96,7 @@ class Milestones:
         if self.closed:
             return
         self.closed = True
-        self.desc = f"{self.desc} done"
-        self.report(time.monotonic())
+        self.report(time.monotonic(), f"{self.desc} done")
 
     def __enter__(self) -> Milestones:
         return self

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from distilflow.config import RunnerConfig
+from distilflow.config import RunnerConfig, load_params
 
 
 def one_worker() -> TaskRunner[Any]:
@@ -16,6 +16,11 @@ def one_worker() -> TaskRunner[Any]:
     ``PrefectFuture`` and its generic is invariant.)
     """
     return cast("TaskRunner[Any]", ThreadPoolTaskRunner(max_workers=1))
+
+
+def on_runner(flow_fn: Any, params_path: str) -> Any:
+    """``flow_fn`` on the task runner of ``params_path``'s ``runner`` section."""
+    return flow_fn.with_options(task_runner=task_runner(load_params(params_path).runner))
 
 
 def task_runner(cfg: RunnerConfig) -> TaskRunner[Any]:

@@ -337,7 +337,8 @@ def test_language_flows_and_report_flow_on_a_dask_cluster(
 ) -> None:
     """``runner: {kind: dask}``: the per-language flow's pairs mapped over a local Dask cluster
     (one worker process), then the report flow."""
-    from flows.evaluate import evaluate_language_flow, evaluate_report_flow, on_runner
+    from flows.evaluate import evaluate_language_flow, evaluate_report_flow
+    from tasks.runners import on_runner
 
     path = evaluate_params(project, "dask")
     raw = read_params(path)
