@@ -61,6 +61,13 @@ def test_the_summary_states_the_model_against_the_teacher_and_the_decision() -> 
     )
 
 
+def test_the_teacher_comes_first_whatever_order_the_metrics_hold() -> None:
+    results = [PairResult(m, "dev", m, m, 10, clips(m)) for m in ("experts", "student", "teacher")]
+    text = run_summary(["evaluate"], build_metrics(results, {}), None, None, "x")
+    rows = [line.split()[0] for line in text.splitlines() if line.startswith("  ") and "%" in line]
+    assert rows == ["teacher", "student", "student"]  # the last: "student + experts"
+
+
 def test_an_up_to_date_run_says_so() -> None:
     text = run_summary([], None, DECISION, None, "open http://mlflow:5000")
     assert text.startswith("distilflow: ran nothing (every stage up to date).")

@@ -19,7 +19,9 @@ def model_lines(metrics: Mapping[str, Any]) -> list[str]:
     if not sets:
         return ["No evaluation figures (the evaluate stage has not run)."]
     name = DEV if DEV in sets else sorted(sets)[0]
-    models = sets[name]
+    rank = {m: i for i, m in enumerate(NAMES)}  # teacher first, then the models made from it
+    scored: dict[str, Any] = sets[name]
+    models = dict(sorted(scored.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     teacher = models.get("teacher", {}).get("mean", {})
     first = next(iter(models.values()))
     clips = int(first["mean"].get("clips") or 0)
