@@ -76,6 +76,14 @@ def test_cross_field_rule(tmp_path: Path, raw: dict) -> None:
         load_params(write(tmp_path, raw))
 
 
+def test_long_form_options_are_checked(tmp_path: Path, raw: dict) -> None:
+    raw["decode"]["compression_ratio_threshold"] = None  # null turns a threshold off
+    assert load_params(write(tmp_path, raw)).decode.compression_ratio_threshold is None
+    raw["decode"]["temperatures"] = [0.5, 0.0]
+    with pytest.raises(ConfigError, match=r"decode: temperatures must rise"):
+        load_params(write(tmp_path, raw))
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope.yaml: file not found"):
         load_params(tmp_path / "nope.yaml")

@@ -20,6 +20,7 @@ import torch
 
 from distilflow.config import DecodeConfig, RegisterConfig, TrackingConfig, load_params
 from distilflow.decoding.generate_args import token_budget
+from distilflow.decoding.longform import LongForm
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, NO_GUARD, LoopGuard
 from distilflow.lineage import Lineage
 from distilflow.register.consumer import RegisteredWhisper
@@ -69,9 +70,14 @@ def test_side_file_format_and_defaults(tmp_path: Path) -> None:
     path = write_decode(tmp_path, settings)
     assert path == tmp_path / DECODE_FILE == tmp_path / "distilflow_decode.json"
     assert json.loads(path.read_text("utf-8")) == {
+        "compression_ratio_threshold": 1.35,
+        "condition_on_prev_tokens": False,
+        "logprob_threshold": -1.0,
         "loop_min_tokens": 5,
         "loop_repeats": 0,
         "max_new_tokens": 96,
+        "no_speech_threshold": 0.6,
+        "temperatures": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
     }
     assert read_decode(tmp_path) == settings
     assert not read_decode(tmp_path).guard.enabled
@@ -79,7 +85,22 @@ def test_side_file_format_and_defaults(tmp_path: Path) -> None:
     assert read_decode(tmp_path / "elsewhere") == ServingDecode(128, DEFAULT_GUARD)  # no file
     path.write_text(json.dumps({"max_new_tokens": 64, "future_key": "x"}), "utf-8")
     assert read_decode(tmp_path) == ServingDecode(64, DEFAULT_GUARD)  # missing keys: defaults
-    for bad in ({"max_new_tokens": 0}, {"loop_repeats": 1}, {"loop_min_tokens": "12"}, [1]):
+    path.write_text(json.dumps({"temperatures": [0.0], "no_speech_threshold": None}), "utf-8")
+    greedy = read_decode(tmp_path).longform  # an older file's keys, or some: defaults for others
+    assert greedy == LongForm(temperatures=(0.0,), no_speech_threshold=None)
+    assert greedy.generate_kwargs()["temperature"] == 0.0
+    bad_files: list[Any] = [
+        {"max_new_tokens": 0},
+        {"loop_repeats": 1},
+        {"loop_min_tokens": "12"},
+        [1],
+        {"temperatures": [0.4, 0.2]},
+        {"temperatures": "0.0"},
+        {"compression_ratio_threshold": "high"},
+        {"no_speech_threshold": 1.5},
+        {"condition_on_prev_tokens": 1},
+    ]
+    for bad in bad_files:
         path.write_text(json.dumps(bad), "utf-8")
         with pytest.raises(ValueError, match=DECODE_FILE):
             read_decode(tmp_path)
@@ -90,9 +111,7 @@ def test_assemble_adds_only_the_side_file(tiny_dir: Path, tmp_path: Path) -> Non
     assert files_of(plain) == files_of(tiny_dir)  # without decode: a byte-identical copy
     release = assemble(tiny_dir, tmp_path / "no-experts", [], tmp_path / "release", RECORDED)
     files = files_of(release)
-    assert files.pop(DECODE_FILE) == (
-        b'{\n  "loop_min_tokens": 9,\n  "loop_repeats": 4,\n  "max_new_tokens": 7\n}\n'
-    )
+    assert json.loads(files.pop(DECODE_FILE)) == RECORDED.to_dict()
     assert files == files_of(tiny_dir)  # every other file byte-identical to the student's
     assert not (tiny_dir / DECODE_FILE).exists()  # the student's own directory is untouched
 
@@ -183,7 +202,8 @@ def test_transcribe_prints_no_warning(tiny_dir: Path, transformers_warnings: Rec
         warnings.simplefilter("error")
         for language in ("fr", None, "fr"):
             model.transcribe(clip(), language=language, max_new_tokens=6)
-        model.transcribe_many([clip(), clip(40.0)], language="fr")  # batched, two windows
+        model.transcribe_many([clip(), clip(40.0)], language="fr")  # greedy, and long-form
+        model.segments(clip(3.0), language="fr")  # timestamps on short audio
     messages = [r.getMessage() for r in transformers_warnings.records if r.levelno >= 30]
     # Whisper's own generate() passes suppress_tokens together with its generation_config to
     # GenerationMixin.generate (transformers 5): a deprecation notice logged once per process

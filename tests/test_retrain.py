@@ -375,6 +375,11 @@ def check_cli(proj: Path, env: dict[str, str]) -> None:
     cmd = [sys.executable, "-m", "flows.cli", "--project", str(proj), "transcribe"]
     text = run_in(proj, env, *cmd, str(proj / "inbox" / "fr0.wav"), "--language", "fr")
     assert text.strip()  # a tiny random model: some text, not a failure
+    srt = proj / "fr0.srt"
+    wav = str(proj / "inbox" / "fr0.wav")
+    run_in(proj, env, *cmd, wav, "--language", "fr", "--format", "srt", "--output", str(srt))
+    cues = srt.read_text(encoding="utf-8")  # SubRip cues with their times (none if all blank)
+    assert cues == "" or (cues.startswith("1\n") and " --> " in cues.splitlines()[1])
 
 
 def read_json(path: Path) -> Any:

@@ -7,6 +7,7 @@ raises :class:`ConfigError` on the first rule broken, in the order of the sectio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from distilflow.config.sections import (
@@ -40,6 +41,11 @@ def check(params: Params, source: Path) -> None:
         raise ConfigError(
             f"{source}: decode: loop_repeats must be 0 (off) or >= 2, loop_min_tokens >= 1"
         )
+    problem = longform_problem(
+        d.temperatures, d.compression_ratio_threshold, d.logprob_threshold, d.no_speech_threshold
+    )
+    if problem:
+        raise ConfigError(f"{source}: decode: {problem}")
     if not params.register.tolerance >= 0:
         raise ConfigError(f"{source}: register.tolerance: must be >= 0 (an absolute WER)")
     f = params.filter
@@ -166,3 +172,27 @@ def _same_place(a: str, b: str) -> bool:
     if "://" in a or "://" in b:
         return a.rstrip("/") == b.rstrip("/")
     return Path(a) == Path(b)
+
+
+def longform_problem(
+    temperatures: Sequence[float],
+    compression_ratio_threshold: float | None,
+    logprob_threshold: float | None,
+    no_speech_threshold: float | None,
+) -> str | None:
+    """What is wrong with long-form decoding options (``decode``), or None. Pure.
+
+    Shared by params.yaml and a model directory's ``distilflow_decode.json``.
+    """
+    temps = list(temperatures)
+    if not temps or any(not 0 <= t <= 2 for t in temps):
+        return f"temperatures must be a non-empty list of values in [0, 2], got {temps}"
+    if temps != sorted(temps) or len(set(temps)) != len(temps):
+        return f"temperatures must rise (the fallback tries them in order), got {temps}"
+    if compression_ratio_threshold is not None and not compression_ratio_threshold > 0:
+        return f"compression_ratio_threshold must be > 0 or null, got {compression_ratio_threshold}"
+    if logprob_threshold is not None and not logprob_threshold <= 0:
+        return f"logprob_threshold must be <= 0 or null, got {logprob_threshold}"
+    if no_speech_threshold is not None and not 0 < no_speech_threshold <= 1:
+        return f"no_speech_threshold must be in (0, 1] or null, got {no_speech_threshold}"
+    return None

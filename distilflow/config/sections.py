@@ -235,10 +235,16 @@ class ExportConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     """How distilflow decodes for scoring and serving (not the teacher's labels, which the filter
-    judges): the repetition guard (distilflow/decoding/loop_guard.py)."""
+    judges): the repetition guard (distilflow/decoding/loop_guard.py), and the safeguards of
+    long-form decoding (audio over 30 s, subtitles; distilflow/decoding/longform.py)."""
 
     loop_repeats: int = 3  # end a transcript whose tail repeats one unit this often (0 = off)
     loop_min_tokens: int = 12  # ... and only when the repeats span at least this many tokens
+    temperatures: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    compression_ratio_threshold: float | None = 1.35  # on the tokens' bytes (transformers)
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_prev_tokens: bool = False
 
 
 @dataclass(frozen=True)

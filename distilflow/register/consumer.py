@@ -2,8 +2,11 @@
 
 No MLflow here (``distilflow.register.download.load_registered`` downloads, then calls
 :meth:`RegisteredWhisper.from_dir`). A model directory decodes as its ``distilflow_decode.json``
-says (the evaluation's token budget and repetition guard, written at registration; see
-:mod:`distilflow.register.decode_file`), else with the defaults. Weights load with transformers
+says (the evaluation's token budget, repetition guard and long-form safeguards, written at
+registration; see :mod:`distilflow.register.decode_file`), else with the defaults. Audio up to
+30 s is decoded greedily in batches, as the evaluation scored it; longer audio, and any audio
+whose segment times are asked for (:meth:`RegisteredWhisper.segments`), with transformers'
+sequential long-form decoding (:mod:`distilflow.decoding.longform`). Weights load with transformers
 from safetensors only; remote code is never trusted and nothing is unpickled.
 
 Extension point for per-language experts: a model directory may carry ``experts/<lang>.safetensors``
@@ -24,7 +27,9 @@ from transformers import LogitsProcessorList, WhisperForConditionalGeneration, W
 
 from distilflow.audio import N_SAMPLES, SAMPLE_RATE, Decoded, to_mono_16k
 from distilflow.decoding.generate_args import token_budget
+from distilflow.decoding.longform import DEFAULT_LONGFORM, LongForm, transcribe_segments
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
+from distilflow.decoding.subtitles import Segment, to_txt
 from distilflow.models.dynamic import (
     apply_audio_context,
     fit_features,
@@ -51,13 +56,6 @@ def route_experts(model: Any, experts_dir: Path, language: str | None) -> None:
 ExpertsRouter = Callable[[Any, Path, str | None], None]
 
 
-def windows(pcm: np.ndarray, size: int = N_SAMPLES) -> list[np.ndarray]:
-    """Consecutive windows of at most ``size`` samples (one 30 s window for short audio). Pure."""
-    if pcm.size == 0:
-        return [pcm]
-    return [pcm[i : i + size] for i in range(0, pcm.size, size)]
-
-
 def every_frame(features: torch.Tensor) -> torch.Tensor:
     """The attention mask of a batch of features: every frame (Whisper's encoder reads them all,
     it takes no mask). Given, transformers need not warn that it cannot infer one for a batch."""
@@ -76,6 +74,7 @@ class RegisteredWhisper:
     router: ExpertsRouter = route_experts
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     guard: LoopGuard = DEFAULT_GUARD  # a transcript that starts to loop is ended, repeats cut
+    longform: LongForm = DEFAULT_LONGFORM  # audio over 30 s: fallback and thresholds
 
     @classmethod
     def from_dir(
@@ -110,6 +109,7 @@ class RegisteredWhisper:
             experts if experts.is_dir() else None,
             max_new_tokens=recorded.max_new_tokens if max_new_tokens is None else max_new_tokens,
             guard=recorded.guard if guard is None else guard,
+            longform=recorded.longform,
         )
 
     def pcm(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -142,10 +142,10 @@ class RegisteredWhisper:
         sampling_rate: int = SAMPLE_RATE,
         max_new_tokens: int | None = None,
     ) -> str:
-        """Greedy transcript of one clip; ``language`` (e.g. "fr") forced, None: detected.
+        """Transcript of one clip; ``language`` (e.g. "fr") forced, None: detected.
 
-        Audio longer than 30 s is cut into consecutive 30 s windows, transcribed as a batch;
-        the windows' transcripts are joined with a space.
+        Up to 30 s: greedy, as the evaluation scored it. Longer: sequential long-form decoding
+        (:meth:`segments`), the segments' texts joined with a space.
         """
         return self.transcribe_many([audio], language, sampling_rate, max_new_tokens)[0]
 
@@ -158,32 +158,56 @@ class RegisteredWhisper:
         max_new_tokens: int | None = None,
         batch_size: int = 8,
     ) -> list[str]:
-        """Greedy transcripts of several clips in one language, batched by length buckets.
-
-        Each clip is cut into 30 s windows; windows of similar length are decoded together
-        (a dynamic-context student then reads only as many frames as the longest of them).
+        """Transcripts of several clips in one language: clips up to 30 s greedily, batched by
+        length buckets (a dynamic-context student then reads only as many frames as the longest
+        of them); longer clips one at a time with long-form decoding (:meth:`segments`).
         """
         if self.experts_dir is not None:
             self.router(self.model, self.experts_dir, language)
-        pieces = [(i, w) for i, a in enumerate(audios) for w in windows(self.pcm(a, sampling_rate))]
-        texts = [""] * len(pieces)
+        pcms = [self.pcm(a, sampling_rate) for a in audios]
+        texts = [""] * len(pcms)
+        short = [i for i, p in enumerate(pcms) if p.size <= N_SAMPLES]
+        budget = max_new_tokens or self.max_new_tokens
+        for i in (i for i, p in enumerate(pcms) if p.size > N_SAMPLES):
+            texts[i] = to_txt(self._segments(pcms[i], language, budget)).strip()
         tokenizer = self.processor.tokenizer
-        for batch in length_batches([w.size for _, w in pieces], batch_size):
-            features = self.batch_features([pieces[j][1] for j in batch])
+        for batch in length_batches([pcms[i].size for i in short], batch_size):
+            idx = [short[j] for j in batch]
+            features = self.batch_features([pcms[i] for i in idx])
             ids = self.model.generate(
                 **generate_inputs(self.model, features),
                 attention_mask=every_frame(features),
                 language=language,
                 task="transcribe",
-                **token_budget(max_new_tokens or self.max_new_tokens),
+                **token_budget(budget),
                 logits_processor=LogitsProcessorList(self.guard.processors(self.model)),
             )
             rows = self.guard.text_rows(ids, self.model)
             decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
-            for j, text in zip(batch, decoded, strict=True):
-                texts[j] = str(text).strip()
-        joined: list[list[str]] = [[] for _ in audios]
-        for (i, _), text in zip(pieces, texts, strict=True):
-            if text:
-                joined[i].append(text)
-        return [" ".join(parts) for parts in joined]
+            for i, text in zip(idx, decoded, strict=True):
+                texts[i] = str(text).strip()
+        return texts
+
+    @torch.no_grad()
+    def segments(
+        self,
+        audio: np.ndarray,
+        language: str | None = None,
+        sampling_rate: int = SAMPLE_RATE,
+        max_new_tokens: int | None = None,
+    ) -> list[Segment]:
+        """Segments of one clip of any length with their times (seconds from the start), by
+        transformers' sequential long-form decoding with the model's long-form safeguards.
+
+        For subtitles (:func:`distilflow.decoding.subtitles.render`). The model must have
+        learnt timestamp tokens (the teacher has; a student on ``student.timestamp_share``).
+        """
+        if self.experts_dir is not None:
+            self.router(self.model, self.experts_dir, language)
+        pcm = self.pcm(audio, sampling_rate)
+        return self._segments(pcm, language, max_new_tokens or self.max_new_tokens)
+
+    def _segments(self, pcm: np.ndarray, language: str | None, budget: int) -> list[Segment]:
+        return transcribe_segments(
+            self.model, self.processor, pcm, language, self.longform, budget, self.guard
+        )
