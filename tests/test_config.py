@@ -84,6 +84,14 @@ def test_long_form_options_are_checked(tmp_path: Path, raw: dict) -> None:
         load_params(write(tmp_path, raw))
 
 
+def test_timestamp_share_needs_timestamped_labels(tmp_path: Path, raw: dict) -> None:
+    raw["student"]["timestamp_share"] = 0.2
+    with pytest.raises(ConfigError, match=r"student.timestamp_share: 0.2 needs label.timestamps"):
+        load_params(write(tmp_path, raw))
+    raw["label"]["timestamps"] = True
+    assert load_params(write(tmp_path, raw)).student.timestamp_share == 0.2
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope.yaml: file not found"):
         load_params(tmp_path / "nope.yaml")

@@ -52,7 +52,7 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
     from distilflow.training.loop import Trainer
     from distilflow.training.prepare import run_data
     from distilflow.training.states import EncoderStates
-    from distilflow.training.targets import TargetRule
+    from distilflow.training.targets import rule_of
 
     params = load_params(student_params(prepared, tiny_teacher, **kw))
     cfg = params.student
@@ -63,7 +63,7 @@ def _trainer(prepared: Path, tiny_teacher: Path, **kw: object):  # type: ignore[
     student, _ = distill.make_student_for(cfg, teacher, prepared / "cache")
     student.model.encoder.requires_grad_(False)
     df = load_training_examples(Path(params.filter.out_dir), None)
-    data = run_data(df, loaded, cfg.dev_fraction, TargetRule(cfg.targets, cfg.auto_max_error))
+    data = run_data(df, loaded, cfg.dev_fraction, rule_of(cfg))
     train, dev = data.train, data.dev
     paths = dict(zip(df["hash"], df["audio_path"], strict=True))
     cache = EncoderCache(prepared / "cache" / "encoder", module_hash(teacher.model.encoder))

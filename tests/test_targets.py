@@ -120,3 +120,58 @@ def test_examples_take_their_targets_and_the_dev_split_ignores_the_filter() -> N
     }
     pseudo_only = build_examples(df, gen, int(gen.eos_token_id), 0.5, tok, TargetRule("pseudo"))
     assert {e.hash for e in pseudo_only[0]} == {train_hashes[1], train_hashes[2], train_hashes[3]}
+
+
+def test_timestamp_rules() -> None:
+    from distilflow.training.timestamps import has_timestamps, text_tokens, timestamped_target
+
+    hashes = [f"{i:04d}" for i in range(2000)]
+    share = sum(has_timestamps(h, 0.2) for h in hashes) / len(hashes)
+    assert 0.17 < share < 0.23  # about the share, by hash: the same clips every time
+    assert not any(has_timestamps(h, 0.0) for h in hashes)
+    assert all(has_timestamps(h, 1.0) for h in hashes)
+    begin = 100  # timestamp ids are >= 100 here
+    label = [100, 5, 6, 150, 150, 7, 8, 175]  # two segments: <|0.00|> 5 6 <|1.00|> ...
+    assert text_tokens(label, begin) == [5, 6, 7, 8]
+    assert timestamped_target(label, begin) == label
+    assert timestamped_target(label, begin, [9, 10]) == [100, 9, 10, 175]  # one segment
+    assert timestamped_target([5, 6], begin) is None  # a label without timestamps
+
+
+def test_timestamped_examples() -> None:
+    """With label.timestamps, a share of the clips trains behind the prompt without
+    <|notimestamps|> on timestamped tokens; the others on the text alone."""
+    from distilflow.testing import tiny_whisper
+    from distilflow.training.states import build_examples
+    from distilflow.training.timestamps import has_timestamps
+
+    model, processor = tiny_whisper()
+    gen, tok = model.generation_config, processor.tokenizer
+    begin = int(gen.no_timestamps_token_id) + 1
+    hashes = [f"{i:04d}" for i in range(40) if split_of(f"{i:04d}", 0.01) == "train"]
+    text = tok(" some words", add_special_tokens=False).input_ids
+    label = [begin, *text, begin + 60]
+    df = pd.DataFrame(
+        {
+            "hash": hashes,
+            "language": "fr",
+            "reference": [None, "hello there"] * (len(hashes) // 2) + [None] * (len(hashes) % 2),
+            "label_ok": True,
+            "teacher_error": [None, 0.5] * (len(hashes) // 2) + [None] * (len(hashes) % 2),
+            "token_ids": [label] * len(hashes),
+        }
+    )
+    rule = TargetRule("auto", 0.1, timestamp_share=0.5)
+    train, _, kinds = build_examples(df, gen, int(gen.eos_token_id), 0.01, tok, rule)
+    reference = reference_token_ids(tok, "hello there")
+    stamped = [h for h in hashes if has_timestamps(h, 0.5)]
+    assert kinds["timestamps"] == len(stamped) > 0
+    no_ts = int(gen.no_timestamps_token_id)
+    for e, ref in zip(train, df.sort_values("hash")["reference"], strict=True):
+        ref = isinstance(ref, str)  # pandas holds a missing reference as NaN
+        body = e.labels[2:-1]  # after <|fr|><|transcribe|>, before EOT
+        if e.hash in stamped:
+            assert no_ts not in e.decoder_input_ids
+            assert body == ([begin, *reference, begin + 60] if ref else label)
+        else:
+            assert body == [no_ts, *(reference if ref else text)]

@@ -31,6 +31,15 @@ def check(params: Params, source: Path) -> None:
         if getattr(t, name) < 1:
             raise ConfigError(f"{source}: label.{name}: must be at least 1")
     _check_student(params.student, source)
+    for section in ("student", "experts"):
+        share = getattr(params, section).timestamp_share
+        if not 0 <= share <= 1:
+            raise ConfigError(f"{source}: {section}.timestamp_share: must be in [0, 1]")
+        if share > 0 and not t.timestamps:
+            raise ConfigError(
+                f"{source}: {section}.timestamp_share: {share} needs label.timestamps: true "
+                "(the teacher's labels carry the timestamps the student learns)"
+            )
     _check_experts(params.experts, source)
     _check_evaluate(params.evaluate, source)
     _check_export(params.export, source)

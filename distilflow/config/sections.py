@@ -131,6 +131,7 @@ class StudentConfig:
     deterministic: bool = True  # torch's deterministic kernels: a re-run gives the same weights
     targets: Targets = "pseudo"  # reference | pseudo | auto (see Targets)
     auto_max_error: float = 0.1  # auto: the pseudo-label is the target up to this error
+    timestamp_share: float = 0.0  # clips trained with timestamp tokens (label.timestamps: true)
     freeze_embeddings: bool = False  # token embeddings (tied to the output) and positions frozen
     lr_schedule: LrSchedule = "linear"  # after warm-up: constant, or linear decay to 0
 
@@ -185,6 +186,7 @@ class ExpertsConfig:
     deterministic: bool = True  # as student.deterministic
     targets: Targets = "pseudo"  # as student.targets
     auto_max_error: float = 0.1  # as student.auto_max_error
+    timestamp_share: float = 0.0  # as student.timestamp_share
     lr_schedule: LrSchedule = "linear"  # as student.lr_schedule
 
 

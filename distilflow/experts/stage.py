@@ -52,7 +52,7 @@ from distilflow.training.prepare import (
     trainable_states,
 )
 from distilflow.training.states import EncoderStates
-from distilflow.training.targets import TargetRule
+from distilflow.training.targets import rule_of
 
 REPORT = "report.json"
 
@@ -154,7 +154,7 @@ def setup(
     teacher = teacher_loaded.model
     base = load_whisper(str(student_dir), cache_dir=cache_dir)
     student = base.model.to(device)  # type: ignore[arg-type]
-    data = run_data(df, teacher_loaded, dev_fraction, TargetRule(cfg.targets, cfg.auto_max_error))
+    data = run_data(df, teacher_loaded, dev_fraction, rule_of(cfg))
     if not data.train:
         return None
     fe = base.processor.feature_extractor

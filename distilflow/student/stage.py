@@ -33,7 +33,7 @@ from distilflow.training.prepare import (
     student_states,
 )
 from distilflow.training.states import EncoderStates
-from distilflow.training.targets import TargetRule
+from distilflow.training.targets import rule_of
 
 if TYPE_CHECKING:
     from distilflow.models.load import LoadedWhisper
@@ -127,7 +127,7 @@ def prepare(
     df = load_training_examples(filtered_dir, None)
     if df.empty:
         raise RuntimeError(f"{filtered_dir}: no filtered clips to train on")
-    data = run_data(df, loaded, cfg.dev_fraction, TargetRule(cfg.targets, cfg.auto_max_error))
+    data = run_data(df, loaded, cfg.dev_fraction, rule_of(cfg))
     if not data.train:
         raise ValueError(
             f"{filtered_dir}: no training clips: {len(data.dev)} kept clips fell in the dev split "

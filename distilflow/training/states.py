@@ -24,6 +24,7 @@ from distilflow.training.targets import (
     reference_token_ids,
     row_target,
 )
+from distilflow.training.timestamps import has_timestamps, text_tokens, timestamped_target
 
 
 def build_examples(
@@ -34,11 +35,16 @@ def build_examples(
     tokenizer: Any,
     rule: TargetRule,
 ) -> tuple[list[TrainExample], list[EvalClip], dict[str, int]]:
-    """Train examples (prompt + target text, ``rule`` choosing reference or teacher label), dev
-    clips (the clips with a reference that the hash puts in the dev split, scored against it)
-    and the count of training clips per target kind (clips with no target under ``rule`` are
-    neither trained on nor counted)."""
+    """Train examples (prompt + target text, ``rule`` choosing reference or teacher label, with
+    timestamp tokens on ``rule.timestamp_share`` of the clips whose label has them), dev clips
+    (the clips with a reference that the hash puts in the dev split, scored against it) and the
+    count of training clips per target kind (clips with no target under ``rule`` are neither
+    trained on nor counted; with a timestamp share, ``timestamps`` counts the clips trained with
+    timestamp tokens)."""
     train, dev, kinds = [], [], {REFERENCE: 0, PSEUDO: 0}
+    if rule.timestamp_share > 0:
+        kinds["timestamps"] = 0
+    timestamp_begin = int(generation_config.no_timestamps_token_id) + 1
     for r in df.sort_values("hash").itertuples():
         reference = clean_reference(r.reference)
         if is_dev_clip(r.hash, reference, dev_fraction):
@@ -48,20 +54,37 @@ def build_examples(
         if target is None:
             continue
         kinds[target] += 1
-        tokens = (
+        label = [int(t) for t in r.token_ids]
+        from_reference = target == REFERENCE and bool(reference)
+        text = (
             reference_token_ids(tokenizer, reference)
-            if target == REFERENCE and reference
-            else r.token_ids
+            if from_reference and reference
+            else text_tokens(label, timestamp_begin)
         )
-        train.append(train_example(r.hash, r.language, tokens, generation_config, eos))
+        stamped = None
+        if has_timestamps(r.hash, rule.timestamp_share):
+            stamped = timestamped_target(label, timestamp_begin, text if from_reference else None)
+            kinds["timestamps"] += stamped is not None
+        tokens = text if stamped is None else stamped
+        train.append(
+            train_example(
+                r.hash, r.language, tokens, generation_config, eos, timestamps=stamped is not None
+            )
+        )
     return train, dev, kinds
 
 
 def train_example(
-    clip_hash: str, language: str, token_ids: Sequence[int], generation_config: Any, eos: int
+    clip_hash: str,
+    language: str,
+    token_ids: Sequence[int],
+    generation_config: Any,
+    eos: int,
+    timestamps: bool = False,
 ) -> TrainExample:
-    """One training clip: the language's prompt, then the target's tokens and the end token."""
-    prompt = prompt_ids(generation_config, language)
+    """One training clip: the language's prompt (``<|notimestamps|>`` unless ``timestamps``),
+    then the target's tokens and the end token."""
+    prompt = prompt_ids(generation_config, language, timestamps=timestamps)
     inputs, labels = decoder_example(list(token_ids), prompt, eos)
     return TrainExample(clip_hash, language, inputs, labels)
 

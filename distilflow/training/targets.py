@@ -30,10 +30,16 @@ _SPACES = re.compile(r"\s+")  # normalisers drop it before scoring
 
 @dataclass(frozen=True)
 class TargetRule:
-    """``targets`` and ``auto_max_error`` of a training section."""
+    """``targets``, ``auto_max_error`` and ``timestamp_share`` of a training section."""
 
     policy: Literal["reference", "pseudo", "auto"]
     auto_max_error: float = 0.1
+    timestamp_share: float = 0.0  # clips trained with timestamp tokens (training/timestamps.py)
+
+
+def rule_of(cfg: Any) -> TargetRule:
+    """The rule of a training section (``student`` or ``experts``)."""
+    return TargetRule(cfg.targets, cfg.auto_max_error, cfg.timestamp_share)
 
 
 def target_of(
