@@ -1,0 +1,50 @@
+"""The long-audio benchmark's pure parts: joining clips, the 30 s cuts, which sentences a cut
+falls into, each sentence's share of a file's errors, and the distance of segment starts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.longform import (
+    cut_sentences,
+    join_clips,
+    sentence_errors,
+    sentence_words,
+    start_errors,
+    window_cuts,
+)
+from distilflow.decoding.subtitles import Segment
+from distilflow.text import error_rate_corpus
+
+
+def test_join_clips_and_cuts() -> None:
+    one, two = np.ones(16_000, np.float32), np.ones(8_000, np.float32)
+    audio, spans = join_clips([one, two], gap_s=0.5)
+    assert audio.size == 16_000 + 8_000 + 8_000
+    assert spans == [(0.0, 1.0), (1.5, 2.0)]
+    assert audio[16_000:24_000].sum() == 0  # the gap is silence
+    assert [w.size for w in window_cuts(np.zeros(16_000 * 65, np.float32))] == [
+        480_000,
+        480_000,
+        80_000,
+    ]
+    spans = [(0.0, 10.0), (25.0, 31.0), (31.5, 59.0), (59.5, 61.0), (61.5, 62.0)]
+    assert cut_sentences(spans) == [1, 3]  # the sentences that hold 30 s and 60 s
+
+
+def test_sentence_errors_sum_to_the_file() -> None:
+    refs = ["Le chat dort.", "Il fait beau aujourd'hui.", "Fin."]
+    hyp = "le chien dort il fait très beau aujourd'hui"  # 1 sub, 1 ins, 1 del ("fin")
+    errors = sentence_errors("fr", refs, hyp)
+    assert errors == [1, 1, 1]
+    words = sentence_words("fr", refs)
+    assert sum(errors) / sum(words) == error_rate_corpus("fr", [" ".join(refs)], [hyp])
+    assert sentence_errors("fr", refs, "") == words  # nothing said: every word deleted
+    assert sentence_errors("fr", refs, " ".join(refs)) == [0, 0, 0]
+
+
+def test_start_errors() -> None:
+    spans = [(0.0, 2.0), (2.5, 4.0), (10.0, 12.0)]
+    segments = [Segment(0.0, 2.0, "a"), Segment(2.3, 4.0, "b"), Segment(9.0, 9.5, " ")]
+    assert np.allclose(start_errors(spans, segments), [0.2, 7.7])  # the blank segment ignored
+    assert start_errors(spans, []) == []
