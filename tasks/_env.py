@@ -19,6 +19,9 @@ DEFAULTS = {
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
     "TRANSFORMERS_VERBOSITY": "error",  # transformers warns on every Whisper generate() call
+    # transformers' and huggingface_hub's own bars ("Loading weights", "Writing model shards"):
+    # under Prefect each refresh became a log line; distilflow's bars are unaffected
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
 }
 
 

@@ -128,3 +128,27 @@ def test_a_prefect_task_reports_milestones_and_a_progress_artifact(prefect_harne
         artifacts = client.read_artifacts(artifact_filter=key)
     assert artifacts and artifacts[0].type == "progress"
     assert float(artifacts[0].data) == 100.0  # type: ignore[arg-type]
+
+
+def test_the_libraries_own_bars_are_off_by_default() -> None:
+    """transformers' "Loading weights" / "Writing model shards" bars: a log line per refresh
+    under Prefect. The stack's defaults turn them off unless the user's environment says."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from tasks._env import apply_defaults; apply_defaults(); "
+        "from transformers.utils import logging; print(logging.is_progress_bar_enabled())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    root = Path(__file__).resolve().parents[1]
+    for user, enabled in ((None, "False"), ("0", "True")):
+        if user is not None:
+            env["HF_HUB_DISABLE_PROGRESS_BARS"] = user
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == enabled

@@ -36,6 +36,7 @@ from transformers import (
     WhisperForConditionalGeneration,
 )
 
+from distilflow.decoding.generate_args import token_budget
 from distilflow.decoding.loop_guard import LoopGuard
 from distilflow.models.dynamic import generate_inputs
 
@@ -72,7 +73,7 @@ def _greedy_kwargs(gen: Any, language: str, max_new_tokens: int) -> dict[str, An
         "return_timestamps": False,
         "do_sample": False,
         "num_beams": 1,
-        "max_new_tokens": max_new_tokens,
+        **token_budget(max_new_tokens),
         "force_unique_generate_call": False,
     }
 
