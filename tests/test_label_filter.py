@@ -86,17 +86,33 @@ def test_label_and_filter_flows(prefect_harness: None, tiny_dir: Path, tmp_path:
     assert (tmp_path / "filtered" / "wer.png").stat().st_size > 1000
 
 
-def tiny_labeller(tiny_dir: Path, **kw: Any) -> Any:
+def tiny_labeller(tiny_dir: Path, timestamps: bool = False, **kw: Any) -> Any:
     """The transformers labeller on the tiny teacher: 4 new tokens, greedy, no timestamps."""
     from distilflow.label.teacher import TransformersLabeller
     from distilflow.models import load_whisper
     from distilflow.models.device import pick_device
 
     loaded = load_whisper(str(tiny_dir))
-    settings = GenerationSettings("transformers", 4, 1, False)
+    settings = GenerationSettings("transformers", 4, 1, timestamps)
     return TransformersLabeller(
         loaded.model, loaded.processor, loaded.fingerprint, settings, pick_device("cpu"), **kw
     )
+
+
+def test_labels_with_timestamps(tiny_dir: Path) -> None:
+    """label.timestamps: true keeps the timestamp tokens in the labels (what the student's
+    timestamp_share learns), and every label still has a finite mean log-probability."""
+    import math
+
+    from distilflow.models import load_whisper
+
+    clips = sorted((DEMO_CORPUS / "audio").glob("fr_*.flac"))[:3]
+    labeller = tiny_labeller(tiny_dir, timestamps=True)
+    records = labeller.label([Clip(f"t{i}", str(p), "fr", 1.0) for i, p in enumerate(clips)])
+    gen = load_whisper(str(tiny_dir)).model.generation_config
+    begin = int(gen.no_timestamps_token_id) + 1
+    assert len(records) == 3 and all(math.isfinite(r.avg_logprob) for r in records)
+    assert all(r.token_ids and r.token_ids[0] >= begin for r in records)  # starts at <|0.00|>
 
 
 def test_undetermined_language_is_detected_and_recorded(tiny_dir: Path, tmp_path: Path) -> None:

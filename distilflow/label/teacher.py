@@ -82,8 +82,10 @@ def avg_logprobs(
     chosen = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # (B, T)
     is_eos = (tokens == eos).int()
     after_first_eos = (is_eos.cumsum(1) - is_eos) > 0
-    mask = (~after_first_eos).float()
-    return ((chosen * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+    mask = ~after_first_eos
+    # after the end the scores may be -inf (timestamp rules): left out, never multiplied by 0
+    kept = torch.where(mask, chosen, torch.zeros_like(chosen))
+    return (kept.sum(1) / mask.sum(1).clamp(min=1)).tolist()
 
 
 class TransformersLabeller:
@@ -186,6 +188,9 @@ class TransformersLabeller:
             num_beams=s.num_beams,
             output_scores=True,
             return_dict_in_generate=True,
+            # clips are at most 30 s: one generate call, whose scores come back as they are
+            # (with timestamps, transformers would otherwise return long-form segments)
+            force_unique_generate_call=True,
         )
         n_steps = len(out.scores)
         generated = out.sequences[:, -n_steps:]  # the prompt tokens carry no scores
