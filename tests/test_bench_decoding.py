@@ -4,6 +4,7 @@ falls into, each sentence's share of a file's errors, and the distance of segmen
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bench.longform import (
     cut_sentences,
@@ -48,3 +49,29 @@ def test_start_errors() -> None:
     segments = [Segment(0.0, 2.0, "a"), Segment(2.3, 4.0, "b"), Segment(9.0, 9.5, " ")]
     assert np.allclose(start_errors(spans, segments), [0.2, 7.7])  # the blank segment ignored
     assert start_errors(spans, []) == []
+
+
+def test_safeguard_modes() -> None:
+    from bench.safeguards import MODES, against_guard, mode_kwargs
+    from distilflow.decoding.longform import LongForm
+    from distilflow.decoding.loop_guard import LoopGuard
+    from distilflow.testing import tiny_whisper
+
+    model, _ = tiny_whisper()
+    guard, longform = LoopGuard(3, 12), LongForm(temperatures=(0.0, 0.5))
+    kwargs = {m: mode_kwargs(m, guard, longform, model) for m in MODES}
+    assert kwargs["greedy"] == {}
+    assert len(kwargs["guard"]["logits_processor"]) == 1
+    assert kwargs["no_repeat_ngram"] == {"no_repeat_ngram_size": 5}
+    assert kwargs["fallback"]["temperature"] == (0.0, 0.5)
+    assert (
+        "logits_processor" in kwargs["fallback_guard"] and "temperature" in kwargs["fallback_guard"]
+    )
+    with pytest.raises(ValueError, match="unknown mode"):
+        mode_kwargs("beam", guard, longform, model)
+    figures = {
+        "guard": {"errors": [1, 0, 2], "words": [4, 0, 4]},  # a clip without words is left out
+        "greedy": {"errors": [3, 5, 2], "words": [4, 0, 4]},
+    }
+    diff = against_guard(figures)["greedy"]
+    assert diff is not None and abs(diff["estimate"] - 25.0) < 1e-9  # (3 + 2 - 1 - 2) / 8
