@@ -41,7 +41,7 @@ from distilflow.config import load_params
 from distilflow.decoding.longform import longform_of
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.decoding.subtitles import Segment, to_txt
-from distilflow.stats import paired_bootstrap, wer_interval
+from distilflow.stats import corpus_wer, paired_bootstrap, wer_interval
 from distilflow.text import normalize, normalizer_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,10 +133,10 @@ def start_errors(spans: Sequence[tuple[float, float]], segments: Sequence[Segmen
     return out
 
 
-def rate(errors: Sequence[int], words: Sequence[int], idx: Sequence[int] | None = None) -> float:
-    pick = range(len(words)) if idx is None else idx
-    total = sum(words[i] for i in pick)
-    return 100.0 * sum(errors[i] for i in pick) / total if total else float("nan")
+def rate(errors: Sequence[int], words: Sequence[int], idx: Sequence[int]) -> float:
+    """The corpus WER of the sentences ``idx``, in points (NaN without words)."""
+    wer = corpus_wer([errors[i] for i in idx], [words[i] for i in idx])
+    return float("nan") if wer is None else 100.0 * wer
 
 
 # -- the run -----------------------------------------------------------------------------------

@@ -75,3 +75,19 @@ def test_safeguard_modes() -> None:
     }
     diff = against_guard(figures)["greedy"]
     assert diff is not None and abs(diff["estimate"] - 25.0) < 1e-9  # (3 + 2 - 1 - 2) / 8
+
+
+def test_safeguard_score_is_the_corpus_wer() -> None:
+    from bench.safeguards import score
+
+    clips = [
+        {"language": "fr", "text": "Le chat dort."},
+        {"language": "fr", "text": "Il fait beau."},
+        {"language": "es", "text": "(silencio)"},  # no reference words: left out of the WER
+    ]
+    texts = ["le chien dort", "il fait très beau", "hola hola hola hola hola hola"]
+    out = score(clips, texts, budget_hits=1)
+    refs, hyps = [c["text"] for c in clips[:2]], texts[:2]
+    assert abs(out["wer"]["fr"] - 100 * error_rate_corpus("fr", refs, hyps)) < 1e-9
+    assert out["words"] == [3, 3, 0] and out["errors"][:2] == [1, 1]
+    assert out["repeated_5grams"] == 1 and out["budget_hits"] == 1
