@@ -16,6 +16,7 @@ from distilflow.models.dynamic import (
     apply_audio_context,
     audio_context_of,
     context_frames,
+    context_margin_of,
     fit_features,
     frames_per_multiple,
     generate_inputs,
@@ -26,6 +27,7 @@ from distilflow.models.dynamic import (
     set_audio_context,
 )
 from distilflow.testing import tiny_whisper
+from distilflow.training.dynamic import decoder_state_pairs, set_trainable_encoder
 
 
 def features(batch: int = 1, frames: int = 3000, seed: int = 0) -> torch.Tensor:
@@ -49,6 +51,50 @@ def features(batch: int = 1, frames: int = 3000, seed: int = 0) -> torch.Tensor:
 def test_context_frames(duration: float, multiple: float, frames: int) -> None:
     assert context_frames(duration, multiple) == frames
     assert frames % 2 == 0
+
+
+@pytest.mark.parametrize(
+    ("duration", "margin", "multiple", "frames"),
+    [(2.7, 1.0, 1.0, 400), (2.7, 0.64, 0.02, 334), (29.5, 1.0, 1.0, 3000), (0.0, 0.5, 1.0, 100)],
+)
+def test_context_frames_with_a_margin(
+    duration: float, margin: float, multiple: float, frames: int
+) -> None:
+    assert context_frames(duration, multiple, margin_s=margin) == frames
+    with pytest.raises(ValueError, match="margin"):
+        context_frames(duration, multiple, margin_s=-0.1)
+
+
+def test_margin_is_recorded_and_read_when_fitting_features() -> None:
+    model = set_audio_context(tiny_whisper(seed=0)[0], "dynamic", 0.02, margin_s=0.5)
+    assert context_margin_of(model) == 0.5
+    feats = features(frames=3000)
+    assert fit_features(model, feats, [16_000]).shape[-1] == 150  # 1 s + 0.5 s
+    assert context_margin_of(set_audio_context(model, "padded")) == 0.0
+
+
+def test_decoder_state_pairs() -> None:
+    assert decoder_state_pairs([0, 5], 6) == [(1, 1), (2, 6)]
+    assert decoder_state_pairs(range(6), 6) == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)]
+    assert decoder_state_pairs([3], 4) == [(1, 4)]
+    for bad in ([], [5, 0], [0, 6], [1, 1]):
+        with pytest.raises(ValueError, match="layer_ids"):
+            decoder_state_pairs(bad, 6)
+
+
+@pytest.mark.parametrize(("top", "layers"), [(-1, {0, 1}), (1, {1}), (0, set())])
+def test_trainable_encoder_parts(top: int, layers: set[int]) -> None:
+    encoder = tiny_whisper(seed=0)[0].model.encoder
+    set_trainable_encoder(encoder, top)
+    trained = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    in_layers = {int(n.split(".")[1]) for n in trained if n.startswith("layers.")}
+    other = {n for n in trained if "layer_norm" not in n and not n.startswith("layers.")}
+    if top < 0:
+        assert trained == {n for n, _ in encoder.named_parameters()}
+    else:
+        assert {int(n.split(".")[1]) for n in trained if "layer_norm" not in n} == layers
+        assert not other and "layer_norm.weight" in trained
+    assert layers <= in_layers
 
 
 @pytest.mark.parametrize("multiple", [0.0, -1.0, 0.01, 0.03, 0.015])

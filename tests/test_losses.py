@@ -145,3 +145,20 @@ def test_half_precision_logits_are_computed_in_float32() -> None:
         float(masked_js(s32, t32.to(torch.bfloat16).float(), MASK)), rel=1e-6
     )
     assert masked_cross_entropy(t, LABELS).dtype == torch.float32
+
+
+def test_hidden_states_mse_on_masked_positions_of_paired_layers() -> None:
+    from distilflow.training.losses import hidden_states_mse
+
+    g = torch.Generator().manual_seed(0)
+    student = [torch.randn(2, 3, 4, generator=g, requires_grad=True) for _ in range(3)]
+    teacher = [torch.randn(2, 3, 4, generator=g) for _ in range(4)]
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    got = hidden_states_mse(student, teacher, [(1, 1), (2, 3)], mask)
+    want = sum(((student[s] - teacher[t]) ** 2)[mask].mean() for s, t in [(1, 1), (2, 3)]) / 2
+    assert torch.allclose(got, want)
+    got.backward()
+    assert student[0].grad is None and student[1].grad is not None
+    assert float(hidden_states_mse(student, teacher, [], mask)) == 0.0
+    with pytest.raises(ValueError, match="must match"):
+        hidden_states_mse(student, [t[:, :2] for t in teacher], [(1, 1)], mask)

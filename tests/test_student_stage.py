@@ -182,6 +182,44 @@ def test_dynamic_context_student_trains_and_records_its_kind(
     )
 
 
+def test_self_distilled_dynamic_teacher_trains_only_its_encoder_top(
+    prepared: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    """Audio-context self-distillation: the teacher's full decoder frozen, the top encoder layer
+    and the norms trained against the padded teacher's hidden states, a margin recorded."""
+    import json
+
+    from distilflow.models import load_whisper
+    from distilflow.models.dynamic import context_margin_of
+    from distilflow.student.stage import distil
+
+    teacher = load_whisper(str(tiny_teacher)).model
+    n_layers = int(teacher.config.decoder_layers)
+    out = tmp_path / "self"
+    kw = {
+        "audio_context": "dynamic", "freeze_encoder": False, "freeze_decoder": True,
+        "decoder_layers": n_layers, "encoder_top_layers": 1, "decoder_mse": 1.0,
+        "context_margin_s": 0.5, "alpha_ce": 0.0,
+    }  # fmt: skip
+    params = load_params(student_params(prepared, tiny_teacher, out_dir=str(out), **kw))
+    tracker = Recorder()
+    report = distil(
+        params.student, Path(params.filter.out_dir), str(tiny_teacher), prepared / "cache", tracker
+    )
+    assert report.steps == 6
+    train = [m for m in tracker.metrics if "train/decoder_mse" in m]
+    assert len(train) == 6 and all(m["train/decoder_mse"] >= 0 for m in train)
+    side = json.loads((out / "model" / "distilflow_student.json").read_text(encoding="utf-8"))
+    assert side["context_margin_s"] == 0.5
+    loaded = load_whisper(str(out / "model")).model
+    assert context_margin_of(loaded) == 0.5
+    new, old = loaded.state_dict(), teacher.state_dict()
+    changed = {k for k in new if not torch.equal(new[k], old[k])}
+    top = f"model.encoder.layers.{len(teacher.model.encoder.layers) - 1}."
+    assert changed and all(k.startswith(top) or "layer_norm" in k for k in changed)
+    assert not any(k.startswith("model.decoder.") for k in changed)
+
+
 def test_padded_student_records_its_kind(prepared: Path) -> None:
     import json
 

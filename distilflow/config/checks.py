@@ -93,8 +93,15 @@ def _check_student(st: StudentConfig, source: Path) -> None:
             f"{source}: student.context_multiple_s: must be a positive multiple of 0.02 s, "
             f"got {st.context_multiple_s}"
         )
-    if not st.encoder_mse >= 0:
-        raise ConfigError(f"{source}: student.encoder_mse: must be >= 0")
+    for name in ("encoder_mse", "decoder_mse", "context_margin_s"):
+        if not getattr(st, name) >= 0:
+            raise ConfigError(f"{source}: student.{name}: must be >= 0")
+    if st.encoder_top_layers < -1:
+        raise ConfigError(f"{source}: student.encoder_top_layers: -1 (all) or a count >= 0")
+    if st.freeze_decoder and st.freeze_encoder:
+        raise ConfigError(
+            f"{source}: student.freeze_decoder: with freeze_encoder true nothing would train"
+        )
 
 
 def _check_experts(ex: ExpertsConfig, source: Path) -> None:

@@ -29,7 +29,7 @@ from distilflow.experts.schedule import gate_noise_at, loop_config, set_training
 from distilflow.experts.select import Serving, chosen_serving, seed_step_zero
 from distilflow.lineage import git_commit
 from distilflow.models.device import pick_device
-from distilflow.models.dynamic import audio_context_of
+from distilflow.models.dynamic import audio_context_of, context_margin_of
 from distilflow.models.experts import (
     ExpertSpec,
     attach_language,
@@ -174,6 +174,7 @@ def setup(
             device,
             context=kind,
             multiple_s=multiple or 1.0,
+            margin_s=context_margin_of(student),
             trainable=False,
             cache_dir=cache_dir,
         ),

@@ -58,16 +58,22 @@ def frames_per_multiple(multiple_s: float) -> int:
     return frames
 
 
-def context_frames(duration_s: float, multiple_s: float, window: int = N_FRAMES) -> int:
+def context_frames(
+    duration_s: float, multiple_s: float, window: int = N_FRAMES, margin_s: float = 0.0
+) -> int:
     """Log-mel frames the dynamic encoder reads for a clip of ``duration_s``. Pure.
 
-    The duration rounded up to a whole number of ``multiple_s`` steps (at least one), capped at
-    the 30 s window. Always even (a whole number of encoder positions).
+    The duration plus ``margin_s`` (frames of the padded window past the speech: FUTO's
+    audio-context fine-tuning keeps 32-64 encoder positions, 0.64-1.28 s, without which the
+    decoder may not see the speech end) rounded up to a whole number of ``multiple_s`` steps
+    (at least one), capped at the 30 s window. Always even (a whole number of encoder positions).
     """
     if not duration_s >= 0:
         raise ValueError(f"duration {duration_s} must be >= 0")
+    if not margin_s >= 0:
+        raise ValueError(f"context margin {margin_s} must be >= 0")
     step = frames_per_multiple(multiple_s)
-    steps = max(1, math.ceil(duration_s * FRAMES_PER_SECOND / step - 1e-9))
+    steps = max(1, math.ceil((duration_s + margin_s) * FRAMES_PER_SECOND / step - 1e-9))
     return min(steps * step, window)
 
 
@@ -164,12 +170,26 @@ def audio_context_of_dir(model_dir: Path | str) -> tuple[AudioContext, float | N
     return audio_context_of(SimpleNamespace(**{RECORD: config.get(RECORD)}))
 
 
-def describe_audio_context(kind: str, multiple_s: float | None) -> str:
+def context_margin_of(model_or_config: Any) -> float:
+    """Seconds of the padded window a dynamic model reads past the clip (0 when unrecorded:
+    models trained before the margin existed)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    record = getattr(config, RECORD, None) or {}
+    return float(record.get("context_margin_s") or 0.0)
+
+
+def context_margin_of_dir(model_dir: Path | str) -> float:
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return context_margin_of(SimpleNamespace(**{RECORD: config.get(RECORD)}))
+
+
+def describe_audio_context(kind: str, multiple_s: float | None, margin_s: float = 0.0) -> str:
     """One line for model cards and reports."""
     if kind == DYNAMIC:
+        margin = f" plus {margin_s:g} s of margin" if margin_s else ""
         return (
-            f"dynamic (the encoder reads the clip's own length, rounded up to {multiple_s:g} s, "
-            "not a padded 30 s window)"
+            f"dynamic (the encoder reads the clip's own length{margin}, rounded up to "
+            f"{multiple_s:g} s, not a padded 30 s window)"
         )
     return "padded (Whisper's 30 s window)"
 
@@ -178,15 +198,21 @@ def is_dynamic(model: Any) -> bool:
     return audio_context_of(model)[0] == DYNAMIC
 
 
-def set_audio_context(model: Any, kind: AudioContext, multiple_s: float | None = None) -> Any:
-    """Record ``kind`` on the model's config and make its encoder match; returns the model."""
+def set_audio_context(
+    model: Any, kind: AudioContext, multiple_s: float | None = None, margin_s: float = 0.0
+) -> Any:
+    """Record ``kind`` (and, dynamic, its rounding step and margin) on the model's config and
+    make its encoder match; returns the model."""
     if kind == DYNAMIC:
         if multiple_s is None:
             raise ValueError("a dynamic-context student needs context_multiple_s")
         frames_per_multiple(multiple_s)  # validates
+        if not margin_s >= 0:
+            raise ValueError(f"context margin {margin_s} must be >= 0")
     record = dict(getattr(model.config, RECORD, None) or {})
     record["audio_context"] = kind
     record["context_multiple_s"] = float(multiple_s) if kind == DYNAMIC and multiple_s else None
+    record["context_margin_s"] = float(margin_s) if kind == DYNAMIC else None
     setattr(model.config, RECORD, record)
     return apply_audio_context(model)
 
@@ -209,13 +235,15 @@ def fit_features(model: Any, features: torch.Tensor, n_samples: Sequence[int]) -
     """The log-mel a model reads: unchanged for a padded model, cut for a dynamic one.
 
     ``features`` (B, n_mels, 3000) of clips with ``n_samples`` 16 kHz samples each; a dynamic
-    model reads the frames of the longest, rounded up to its ``context_multiple_s``.
+    model reads the frames of the longest plus its margin, rounded up to its
+    ``context_multiple_s``.
     """
     kind, multiple = audio_context_of(model)
     if kind == PADDED:
         return features
     longest = max(n_samples) / SAMPLE_RATE
-    frames = context_frames(longest, multiple or 1.0, int(features.shape[-1]))
+    margin = context_margin_of(model)
+    frames = context_frames(longest, multiple or 1.0, int(features.shape[-1]), margin)
     return features[..., :frames]
 
 

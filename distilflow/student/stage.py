@@ -19,11 +19,11 @@ from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
 from distilflow.lineage import Lineage, git_commit
 from distilflow.models.convert import atomic_dir
 from distilflow.models.device import pick_device
-from distilflow.models.dynamic import DYNAMIC, set_audio_context
+from distilflow.models.dynamic import DYNAMIC, RECORD, set_audio_context
 from distilflow.student.build import save_student
 from distilflow.student.report import StudentReport, StudentSummary, TeacherSummary
 from distilflow.training.data import load_training_examples
-from distilflow.training.dynamic import DynamicLoss, DynamicStudentStates
+from distilflow.training.dynamic import DynamicLoss, DynamicStudentStates, set_trainable_encoder
 from distilflow.training.loop import StatesFn, Tracker, Trainer, TrainState, seed_training
 from distilflow.training.prepare import (
     RunData,
@@ -149,8 +149,12 @@ def make_student_on(
     """The student on ``device``, its encoder trainable or not and set to its audio context."""
     student, layer_ids = make_student_for(cfg, teacher, cache_dir)
     student = student.to(device)
-    student.model.encoder.requires_grad_(not cfg.freeze_encoder)
-    set_audio_context(student, cfg.audio_context, cfg.context_multiple_s)
+    student.model.encoder.requires_grad_(False)
+    if not cfg.freeze_encoder:
+        set_trainable_encoder(student.model.encoder, cfg.encoder_top_layers)
+    if cfg.freeze_decoder:
+        student.model.decoder.requires_grad_(False)
+    set_audio_context(student, cfg.audio_context, cfg.context_multiple_s, cfg.context_margin_s)
     if cfg.audio_context == DYNAMIC:  # sliced, never trained: positions past the clip stay intact
         student.model.encoder.embed_positions.requires_grad_(False)
     if cfg.freeze_embeddings:  # the tied token embedding (also the output layer) and positions
@@ -179,12 +183,14 @@ def student_side(
         states.device,
         context=cfg.audio_context,
         multiple_s=cfg.context_multiple_s,
+        margin_s=cfg.context_margin_s,
         trainable=not cfg.freeze_encoder,
         cache_dir=cache_dir,
     )
     if not isinstance(own, DynamicStudentStates):
         return own, None
-    loss_fn = DynamicLoss(cfg, teacher, states, own)
+    layer_ids = (getattr(student.config, RECORD, None) or {}).get("layer_ids")
+    loss_fn = DynamicLoss(cfg, teacher, states, own, layer_ids)
     data.dev.sort(key=lambda c: data.durations[c.hash])
     return own, loss_fn
 

@@ -11,6 +11,7 @@ student's logits receive gradients: the teacher's are detached. Teacher logits m
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -92,6 +93,33 @@ def distillation_loss(
         divergence: float(div.detach()),
     }
     return total, parts
+
+
+def hidden_states_mse(
+    student_hidden: Sequence[torch.Tensor],
+    teacher_hidden: Sequence[torch.Tensor],
+    pairs: Sequence[tuple[int, int]],
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Mean over ``pairs`` (student index, teacher index) of the squared error between the two
+    models' hidden states (each (B, T, d)) on the masked-in positions ((B, T) bool), averaged
+    over positions and the model dimension. 0 (attached) when nothing is compared."""
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool, got {mask.dtype}")
+    total: torch.Tensor | None = None
+    for s, t in pairs:
+        a, b = student_hidden[s], teacher_hidden[t]
+        if a.shape != b.shape or a.shape[:2] != mask.shape:
+            raise ValueError(
+                f"hidden states {tuple(a.shape)} (student {s}) and {tuple(b.shape)} (teacher "
+                f"{t}) must match each other and the mask {tuple(mask.shape)}"
+            )
+        err = ((_wide(a) - _wide(b.detach())) ** 2)[mask].mean(-1)
+        term = _mean(err)
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros((), dtype=torch.float32, device=mask.device)
+    return total / len(pairs)
 
 
 def _check_shapes(

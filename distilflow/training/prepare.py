@@ -111,6 +111,7 @@ def student_states(
     *,
     context: str,
     multiple_s: float,
+    margin_s: float = 0.0,
     trainable: bool,
     cache_dir: Path | None,
 ) -> StudentStates:
@@ -118,7 +119,7 @@ def student_states(
     for a dynamic-context student, else with gradients when its encoder trains, else frozen
     and cached as ``frozen_states``."""
     if context == DYNAMIC:  # the encoder reads each batch's own length: nothing to cache
-        return DynamicStudentStates(encoder, feature_extractor, paths, multiple_s, device)
+        return DynamicStudentStates(encoder, feature_extractor, paths, multiple_s, device, margin_s)
     if trainable:
         return TrainableEncoderStates(encoder, feature_extractor, paths, None, device)
     return frozen_states(encoder, feature_extractor, paths, cache_dir, device)
