@@ -28,7 +28,7 @@ from bench.results_sections import (
 )
 from bench.results_stats import comparisons, held_out_sets, set_figure, transcript_scores
 from bench.results_tables import pct, set_section, stage_table
-from distilflow.export.report import ExportSkipped, ExportVerification, verification_from_dict
+from distilflow.export.report import ExportVerification, verification_from_dict
 from distilflow.student.report import StudentReport
 
 
@@ -235,7 +235,7 @@ def render(
     f: Mapping[str, Any],
     metrics: Mapping[str, Any],
     student: StudentReport | None,
-    export: ExportVerification | ExportSkipped | None,
+    export: ExportVerification | None,
 ) -> str:
     """The whole page: each section from its own function."""
     out = intro_section(f)
@@ -305,7 +305,7 @@ def intro_section(f: Mapping[str, Any]) -> list[str]:
 def run_section(
     f: Mapping[str, Any],
     student: StudentReport | None,
-    export: ExportVerification | ExportSkipped | None,
+    export: ExportVerification | None,
 ) -> list[str]:
     """The stages' times, the registry's decision, the export's verification."""
     dec = f["decision"] or {}
@@ -327,7 +327,7 @@ def run_section(
         f"`{dec.get('model_name', '?')}`, aliases {dec.get('aliases', [])}, gate "
         f"**{verdict.get('verdict', '?')}**: {'; '.join(verdict.get('reasons', []))}.",
     ]
-    if isinstance(export, ExportVerification):  # not for a skipped (dynamic-context) export
+    if isinstance(export, ExportVerification):
         out.append(
             f"Export (CTranslate2 int8) against the torch student on {export.clips} dev clips: "
             f"{100 * export.identical_tokens_share:.0f}% identical tokens, WER against torch "

@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from distilflow.config import load_params
 from distilflow.export.report import ExportVerification
-from tasks.export import export_student, skip_dynamic_export, verify_student_export
+from tasks.export import export_student, verify_student_export
 
 
 def report_markdown(info: dict[str, Any], verification: ExportVerification) -> str:
@@ -46,9 +46,6 @@ def export_flow(params_path: str = "params.yaml", language: str | None = None) -
         params = dataclasses.replace(
             params, export=dataclasses.replace(params.export, language=language)
         )
-    skipped = skip_dynamic_export(params)
-    if skipped is not None:
-        return {"export": None, "verification": skipped.to_dict()}
     info = export_student(params)
     verification = verify_student_export(params)
     create_markdown_artifact(report_markdown(info, verification), key="export-report")
@@ -59,9 +56,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     result = export_flow(parser.parse_args().params)
-    if result["export"] is None:
-        print(json.dumps(result["verification"]))
-        return
     summary = {k: v for k, v in result["verification"].items() if k not in ("per_clip",)}
     summary["faster_whisper"] = {k: v for k, v in summary["faster_whisper"].items() if k != "texts"}
     print(json.dumps(summary))

@@ -4,7 +4,6 @@ into its feed-forward weights) to CTranslate2, then checked against the torch mo
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ from prefect.cache_policies import NO_CACHE
 from distilflow.config import Params, section_hash
 from distilflow.export.convert import WhisperPair, export_ct2, read_export_info
 from distilflow.export.report import (
-    ExportSkipped,
     ExportVerification,
     FasterWhisperCheck,
     FasterWhisperMissing,
@@ -22,7 +20,6 @@ from distilflow.export.report import (
 from distilflow.export.verify import VerifyClip, dev_verify_clips, faster_whisper_transcribe
 from distilflow.export.verify import verify_export as compare_with_torch
 from distilflow.lineage import git_commit
-from distilflow.models.dynamic import DYNAMIC, audio_context_of_dir
 from distilflow.models.load import load_whisper, transformers_dir_fingerprint
 from distilflow.text import normalize
 
@@ -59,28 +56,6 @@ def exported_model(params: Params) -> WhisperPair:
 
     load_experts(loaded.model, expert_path(params.experts.out_dir, language), loaded.fingerprint)
     return merge_language(loaded.model), loaded.processor
-
-
-@task(name="skip-dynamic-export", cache_policy=NO_CACHE)
-def skip_dynamic_export(params: Params) -> ExportSkipped | None:
-    """None for a padded student. A dynamic-context student has no CTranslate2 export (its
-    Whisper always reads a 30 s window): the stage records why in ``verification.json``, removes
-    an earlier export of another student, and the pipeline goes on (serve it with transformers)."""
-    kind, multiple = audio_context_of_dir(student_dir(params))
-    if kind != DYNAMIC:
-        return None
-    shutil.rmtree(export_dir(params), ignore_errors=True)
-    result = ExportSkipped(
-        skipped="a dynamic-context student is not exported: CTranslate2 and faster-whisper "
-        "feed its encoder a padded 30 s window, on which it was not trained; serve it with "
-        "transformers (distilflow.register.download.load_registered)",
-        audio_context=kind,
-        context_multiple_s=multiple,
-        student_fingerprint=transformers_dir_fingerprint(student_dir(params)),
-    )
-    result.write(Path(params.export.out_dir) / VERIFICATION_FILE)
-    print(f"export: skipped ({result.skipped})")
-    return result
 
 
 @task(name="export-ct2", cache_policy=NO_CACHE)

@@ -233,46 +233,38 @@ def test_consumer_loads_and_transcribes_a_dynamic_student(tmp_path: Path) -> Non
     assert len(many) == 3 and all(isinstance(t, str) for t in many)
 
 
-def test_export_refuses_a_dynamic_student_and_the_card_says_its_kind(tmp_path: Path) -> None:
-    from distilflow.export.convert import export_ct2
+def test_a_dynamic_export_keeps_its_kind_and_matches_torch_on_cut_features(
+    tmp_path: Path,
+) -> None:
+    """CTranslate2 is fed the clip's own length plus the margin, as the torch encoder reads it:
+    the same tokens as torch (float32 export), and the export says what a server must feed."""
+    import soundfile as sf
+
+    from distilflow.export.convert import export_ct2, read_export_info
+    from distilflow.export.verify import VerifyClip, verify_export
     from distilflow.models.dynamic import audio_context_of_dir, describe_audio_context
     from distilflow.register.model_card import CardInfo, render_model_card
     from distilflow.student.build import save_student
+    from tests.helpers import tone
 
     model, processor = tiny_whisper(seed=1)
-    set_audio_context(model, "dynamic", 1.0)
+    set_audio_context(model, "dynamic", 0.5, margin_s=0.64)
     save_student(model, processor, tmp_path / "model", {})
-    assert audio_context_of_dir(tmp_path / "model") == ("dynamic", 1.0)
-    with pytest.raises(ValueError, match="dynamic-context student cannot be exported"):
-        export_ct2(tmp_path / "model", tmp_path / "ct2")
-    line = describe_audio_context(*audio_context_of_dir(tmp_path / "model"))
+    out = export_ct2(tmp_path / "model", tmp_path / "ct2", "float32")
+    info = read_export_info(out)
+    assert (info["audio_context"], info["context_multiple_s"]) == ("dynamic", 0.5)
+    assert info["context_margin_s"] == 0.64
+    paths = []
+    for i, seconds in enumerate((1.2, 2.9)):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], tone(seconds, freq=300.0 + 200 * i), 16_000)
+    clips = [VerifyClip(f"c{i}", str(p), "fr") for i, p in enumerate(paths)]
+    report = verify_export(out, model, processor, clips, max_new_tokens=6, batch_size=1)
+    for comp in report.comparisons:
+        assert comp.ct2_tokens and comp.ct2_tokens == comp.torch_tokens[: len(comp.ct2_tokens)]
+    line = describe_audio_context(*audio_context_of_dir(tmp_path / "model"), 0.64)
     card = render_model_card(CardInfo("m", "1", "student", {"fr": 0.1}, {}, audio_context=line))
-    assert "Audio context: dynamic" in card and "1 s" in card
-
-
-def test_the_export_stage_skips_a_dynamic_student_and_says_why(
-    prefect_harness: None, tmp_path: Path
-) -> None:
-    """With ``student.audio_context: dynamic`` the pipeline goes on past the export stage."""
-    from distilflow.config import load_params
-    from distilflow.student.build import save_student
-    from flows.export import export_flow
-    from tests.helpers import read_params, write_params
-
-    model, processor = tiny_whisper(seed=1)
-    set_audio_context(model, "dynamic", 1.0)
-    save_student(model, processor, tmp_path / "student" / "model", {})
-    stale = tmp_path / "export" / "model"
-    stale.mkdir(parents=True)  # an earlier padded student's export must not stay behind
-    raw = read_params()
-    raw["student"]["out_dir"] = str(tmp_path / "student")
-    raw["export"]["out_dir"] = str(tmp_path / "export")
-    params = write_params(tmp_path / "params.yaml", raw)
-    load_params(params)
-    result = export_flow(str(params))
-    assert result["export"] is None and not stale.exists()
-    written = json.loads((tmp_path / "export" / "verification.json").read_text(encoding="utf-8"))
-    assert written["audio_context"] == "dynamic" and "30 s window" in written["skipped"]
+    assert "Audio context: dynamic" in card and "0.64 s of margin" in card
 
 
 def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path) -> None:

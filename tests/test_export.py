@@ -12,12 +12,11 @@ import soundfile as sf
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from distilflow.decoding.ct2 import ct2_greedy, load_ct2_whisper
 from distilflow.decoding.speculative import greedy_generate
 from distilflow.export.convert import SIDE_FILE, export_ct2, read_export_info
 from distilflow.export.verify import (
     VerifyClip,
-    ct2_greedy,
-    load_ct2_whisper,
     token_agreement,
     verify_export,
     wer_between,

@@ -12,7 +12,6 @@ import pytest
 from distilflow.atomic import atomic_write_json
 from distilflow.config import LabelConfig, section_hash
 from distilflow.export.report import (
-    ExportSkipped,
     ExportVerification,
     FasterWhisperCheck,
     FasterWhisperMissing,
@@ -250,18 +249,3 @@ def test_export_verification(tmp_path: Path) -> None:
     missing.write(path)
     assert read_verification(path) == missing
     assert missing.to_dict()["faster_whisper"] == {"installed": False, "error": "no faster_whisper"}
-
-
-def test_export_skipped(tmp_path: Path) -> None:
-    skipped = ExportSkipped("not exported: dynamic", "dynamic", 1.0, "fp")
-    expected = {
-        "skipped": "not exported: dynamic",
-        "audio_context": "dynamic",
-        "context_multiple_s": 1.0,
-        "student_fingerprint": "fp",
-    }
-    assert skipped.to_dict() == expected and list(skipped.to_dict()) == list(expected)
-    path = tmp_path / "verification.json"
-    skipped.write(path)
-    assert_written_as(path, expected, tmp_path)
-    assert read_verification(path) == skipped

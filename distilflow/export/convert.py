@@ -5,8 +5,11 @@ processor, generation config) or an in-memory model + processor (for instance th
 one language's experts merged into plain feed-forward weights) with ctranslate2's own
 ``TransformersConverter``. The directory it writes holds ``model.bin``, ``config.json``,
 ``vocabulary.json``, ``tokenizer.json``, ``preprocessor_config.json`` (what faster-whisper reads;
-transformers 5 saves only ``processor_config.json``) and ``distilflow_export.json`` (lineage). It
-is built beside ``out_dir`` and renamed into place: readers never see a half-written export.
+transformers 5 saves only ``processor_config.json``) and ``distilflow_export.json`` (lineage, and
+the audio context a server must feed: a dynamic-context model reads the clip's own length plus
+its margin, which ``ctranslate2.models.Whisper.generate`` accepts and faster-whisper's
+``transcribe`` does not, as it pads to 30 s; see docs/export.md). It is built beside ``out_dir``
+and renamed into place: readers never see a half-written export.
 
 ``verify_export`` (in :mod:`distilflow.export.verify`) decodes the same clips with the export
 and with the torch model and measures how far the two transcripts agree.
@@ -33,7 +36,7 @@ from distilflow.export.verify import (
     verify_export,
 )
 from distilflow.models.convert import atomic_dir
-from distilflow.models.dynamic import DYNAMIC, audio_context_of_dir
+from distilflow.models.dynamic import DYNAMIC, audio_context_of_dir, context_margin_of_dir
 from distilflow.models.load import file_sha256, transformers_dir_fingerprint
 
 SIDE_FILE = "distilflow_export.json"
@@ -94,9 +97,19 @@ def export_ct2(
             "quantization": quantization,
             "language": language,
             "lineage": dict(lineage or {}),
+            **audio_context_info(src),
         }
         _write_export(src, out_dir, quantization, info)
     return out_dir
+
+
+def audio_context_info(src: Path) -> dict[str, Any]:
+    """What a server must feed the export: ``padded`` (the 30 s window, as faster-whisper's
+    ``transcribe`` does) or ``dynamic`` (the clip's length plus ``context_margin_s``, rounded up
+    to ``context_multiple_s``: ``ctranslate2.models.Whisper.generate`` on cut features)."""
+    kind, multiple = audio_context_of_dir(src)
+    margin = context_margin_of_dir(src) if kind == DYNAMIC else None
+    return {"audio_context": kind, "context_multiple_s": multiple, "context_margin_s": margin}
 
 
 def _stage(model: WhisperPair, staging: Path) -> Path:
@@ -110,13 +123,6 @@ def _stage(model: WhisperPair, staging: Path) -> Path:
 def _check_source(src: Path) -> None:
     if not (src / "config.json").is_file():
         raise FileNotFoundError(f"{src}: no config.json, not a transformers model directory")
-    if audio_context_of_dir(src)[0] == DYNAMIC:
-        raise ValueError(
-            f"{src}: a dynamic-context student cannot be exported to CTranslate2: its Whisper "
-            "encoder (and faster-whisper) always reads a full 30 s window, on which this student "
-            "was not trained. Export a student with student.audio_context: padded, or serve this "
-            "one with transformers (distilflow.register.download.load_registered)."
-        )
     if not any(src.glob("*.safetensors")):
         raise FileNotFoundError(f"{src}: no safetensors weights (pickled weights are refused)")
     if not (src / "tokenizer.json").is_file():

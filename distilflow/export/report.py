@@ -1,8 +1,8 @@
 """The export stage's ``verification.json``: written by the stage, read by the flow and the results
 page (one module for both).
 
-The file has one of two shapes: ``ExportVerification`` (the export checked against the torch model)
-or ``ExportSkipped`` (a dynamic-context student, not exported). Fields are declared in the order the
+The file holds an ``ExportVerification`` (the export checked against the torch model; a
+dynamic-context export on the clips' own lengths plus margin). Fields are declared in the order the
 file's dicts have always had (the flow prints parts of them unsorted); the file is written by
 ``atomic_write_json`` (key-sorted, indented), so a report reads back equal and rewrites
 byte-identical. Importing this module loads neither torch nor CTranslate2.
@@ -105,27 +105,11 @@ class ExportVerification(JsonReport):
         )
 
 
-@dataclass(frozen=True)
-class ExportSkipped(JsonReport):
-    """A dynamic-context student: not exported (its Whisper would read a padded 30 s window)."""
-
-    skipped: str  # why, and how to serve the student instead
-    audio_context: str  # the student's audio context ("dynamic")
-    context_multiple_s: float | None  # the step its clip lengths are rounded up to, in seconds
-    student_fingerprint: str  # the student's weights' fingerprint
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ExportSkipped:
-        return cls(**raw)
-
-
-def verification_from_dict(raw: dict[str, Any]) -> ExportVerification | ExportSkipped:
-    """Either shape of ``verification.json``, from its parsed JSON."""
-    if "skipped" in raw:
-        return ExportSkipped.from_dict(raw)
+def verification_from_dict(raw: dict[str, Any]) -> ExportVerification:
+    """``verification.json``, from its parsed JSON."""
     return ExportVerification.from_dict(raw)
 
 
-def read_verification(path: Path) -> ExportVerification | ExportSkipped:
-    """``verification.json`` in either shape."""
+def read_verification(path: Path) -> ExportVerification:
+    """``verification.json``."""
     return verification_from_dict(json.loads(path.read_text(encoding="utf-8")))

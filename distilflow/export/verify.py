@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
-import numpy as np
-import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.audio import load_audio
+from distilflow.decoding.ct2 import ct2_greedy, load_ct2_whisper
 from distilflow.decoding.speculative import greedy_generate
+from distilflow.models.dynamic import fit_features
 from distilflow.text import compression_ratio, normalize
 from distilflow.training.data import is_dev_clip, load_training_examples, log_mel, prompt_ids
 from distilflow.training.targets import clean_reference
 
-MAX_POSITIONS = 448  # Whisper's decoder positions: prompt + generated tokens
 LOOP_COMPRESSION_RATIO = 2.4  # above this a transcript is a repetition loop (Whisper's threshold)
 
 
@@ -166,33 +165,6 @@ def _normalise(text: str, language: str) -> str:
     return normalize(text, "english" if language == "en" else "basic")
 
 
-def ct2_greedy(
-    ct2_model: Any, features: torch.Tensor, prompts: list[list[int]], max_new_tokens: int
-) -> list[list[int]]:
-    """Greedy text tokens (no prompt, no end-of-text) from ``ctranslate2.models.Whisper``."""
-    import ctranslate2
-
-    view = ctranslate2.StorageView.from_array(
-        np.ascontiguousarray(features.detach().cpu().numpy(), dtype=np.float32)
-    )
-    results = ct2_model.generate(
-        view,
-        prompts,
-        beam_size=1,
-        max_length=min(MAX_POSITIONS, len(prompts[0]) + max_new_tokens),
-    )
-    return [[int(t) for t in r.sequences_ids[0]] for r in results]
-
-
-def load_ct2_whisper(ct2_dir: Path, compute_type: str = "default", threads: int = 0) -> Any:
-    """``ctranslate2.models.Whisper`` on the CPU (``default``: the stored quantization)."""
-    import ctranslate2
-
-    return ctranslate2.models.Whisper(
-        str(ct2_dir), device="cpu", compute_type=compute_type, intra_threads=threads
-    )
-
-
 def verify_export(
     ct2_dir: Path,
     model: WhisperForConditionalGeneration,
@@ -209,6 +181,8 @@ def verify_export(
     for start in range(0, len(clips), batch_size):
         batch = clips[start : start + batch_size]
         features = log_mel([c.audio_path for c in batch], processor.feature_extractor)
+        # a dynamic-context model: the batch's longest clip plus its margin, for both
+        features = fit_features(model, features, [load_audio(c.audio_path).size for c in batch])
         prompts = [prompt_ids(generation, c.language) for c in batch]
         ct2_ids = ct2_greedy(ct2_model, features, prompts, max_new_tokens)
         for i, clip in enumerate(batch):
