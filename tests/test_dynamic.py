@@ -267,9 +267,12 @@ def test_a_dynamic_export_keeps_its_kind_and_matches_torch_on_cut_features(
     assert "Audio context: dynamic" in card and "0.64 s of margin" in card
 
 
-def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path) -> None:
+def test_a_dynamic_student_registers_and_both_consumers_decode_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Registered like any student: the version's tags say its kind, and `load_registered` and
-    MLflow's generic pyfunc (distilflow installed) transcribe it as the consumer does."""
+    MLflow's generic pyfunc (distilflow installed) transcribe it as the consumer does; the
+    ctranslate2 backend serves it through `@champion` on the clip's length plus margin."""
     import mlflow
 
     from distilflow.config import RegisterConfig, TrackingConfig
@@ -294,6 +297,13 @@ def test_a_dynamic_student_registers_and_both_consumers_decode_it(tmp_path: Path
     loaded = load_registered(uri, tmp_path / "cache", tracking=tracking.uri)
     assert isinstance(loaded.model.model.encoder, DynamicWhisperEncoder)
     assert loaded.transcribe(audio, "fr", max_new_tokens=4) == expected
+    monkeypatch.setenv("DISTILFLOW_CACHE", str(tmp_path / "cache"))
+    fast = load_registered(uri, tmp_path / "cache", tracking=tracking.uri, backend="ctranslate2")
+    assert fast.ct2 is not None and (tmp_path / "cache" / "ct2") in fast.ct2.directory.parents
+    info = json.loads((fast.ct2.directory / "distilflow_export.json").read_text("utf-8"))
+    assert info["audio_context"] == "dynamic" and info["quantization"] == "int8"
+    texts = fast.transcribe_many([audio, audio[:8000]], "fr", max_new_tokens=4)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     mlflow.set_tracking_uri(tracking.uri)
     pyfunc = mlflow.pyfunc.load_model(uri)
     assert pyfunc.predict({"audio": [audio], "language": ["fr"]}, {"max_new_tokens": 4}) == [

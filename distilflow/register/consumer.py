@@ -16,16 +16,18 @@ transcription with the requested language; see its docstring for what it must do
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from transformers import LogitsProcessorList, WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.audio import N_SAMPLES, SAMPLE_RATE, Decoded, to_mono_16k
+from distilflow.decoding.ct2 import Ct2Whisper
 from distilflow.decoding.generate_args import token_budget
 from distilflow.decoding.longform import DEFAULT_LONGFORM, LongForm, transcribe_segments
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
@@ -39,6 +41,23 @@ from distilflow.models.dynamic import (
 from distilflow.register.decode_file import DEFAULT_MAX_NEW_TOKENS, read_decode
 
 EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
+Backend = Literal["transformers", "ctranslate2"]
+
+
+def serving_export(directory: Path, cache_dir: Path | str | None = None) -> Path:
+    """A CTranslate2 int8 conversion of the model in ``directory``, made once and kept under
+    ``cache_dir`` (default ``$DISTILFLOW_CACHE/ct2`` or ``~/.cache/distilflow/ct2``) by the
+    fingerprint of its weights; its ``distilflow_export.json`` records the audio context."""
+    from distilflow.export.convert import export_ct2
+    from distilflow.models.load import transformers_dir_fingerprint
+
+    if cache_dir is None:
+        base = os.environ.get("DISTILFLOW_CACHE") or Path.home() / ".cache" / "distilflow"
+        cache_dir = Path(base) / "ct2"
+    target = Path(cache_dir) / f"{transformers_dir_fingerprint(directory)}-int8"
+    if not (target / "model.bin").is_file():
+        export_ct2(directory, target, "int8")
+    return target
 
 
 def route_experts(model: Any, experts_dir: Path, language: str | None) -> None:
@@ -75,6 +94,7 @@ class RegisteredWhisper:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     guard: LoopGuard = DEFAULT_GUARD  # a transcript that starts to loop is ended, repeats cut
     longform: LongForm = DEFAULT_LONGFORM  # audio over 30 s: fallback and thresholds
+    ct2: Ct2Whisper | None = None  # backend ctranslate2: clips up to 30 s decode through it
 
     @classmethod
     def from_dir(
@@ -82,12 +102,18 @@ class RegisteredWhisper:
         directory: Path | str,
         max_new_tokens: int | None = None,
         guard: LoopGuard | None = None,
+        backend: Backend = "transformers",
+        threads: int = 0,
     ) -> RegisteredWhisper:
         """Load a transformers Whisper directory (safetensors only, no remote code).
 
         It decodes with the token budget and repetition guard of its ``distilflow_decode.json``
         (the evaluation's, written at registration), or the defaults without one;
-        ``max_new_tokens`` and ``guard`` given here win.
+        ``max_new_tokens`` and ``guard`` given here win. ``backend`` ``ctranslate2``: clips up
+        to 30 s decode through a CTranslate2 int8 conversion of the weights (made once, cached
+        by their fingerprint: :func:`serving_export`), a dynamic-context model on the clip's own
+        length plus its margin; longer audio stays with transformers' long-form decoding.
+        ``threads``: CTranslate2's CPU threads (0: its default).
         """
         directory = Path(directory)
         recorded = read_decode(directory)
@@ -102,6 +128,17 @@ class RegisteredWhisper:
         apply_audio_context(model)  # a dynamic-context student: its encoder reads the clip only
         model.eval()  # type: ignore[no-untyped-call]
         experts = directory / EXPERTS_DIR
+        ct2 = None
+        if backend == "ctranslate2":
+            if experts.is_dir():
+                raise ValueError(
+                    f"{directory}: per-language experts do not run on the ctranslate2 backend; "
+                    "export one language with its experts merged (distilflow export "
+                    "--language fr) or use backend transformers"
+                )
+            ct2 = Ct2Whisper(serving_export(directory), model.generation_config, threads)
+        elif backend != "transformers":
+            raise ValueError(f"backend {backend!r}: transformers or ctranslate2")
         return cls(
             model,
             processor,
@@ -110,6 +147,7 @@ class RegisteredWhisper:
             max_new_tokens=recorded.max_new_tokens if max_new_tokens is None else max_new_tokens,
             guard=recorded.guard if guard is None else guard,
             longform=recorded.longform,
+            ct2=ct2,
         )
 
     def pcm(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -174,6 +212,13 @@ class RegisteredWhisper:
         for batch in length_batches([pcms[i].size for i in short], batch_size):
             idx = [short[j] for j in batch]
             features = self.batch_features([pcms[i] for i in idx])
+            if self.ct2 is not None:  # the guard on the finished tokens (see decoding/ct2.py)
+                tokens = self.ct2.generate(features, language, budget)
+                rows = [self.guard.trim(t) for t in tokens]
+                decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
+                for i, text in zip(idx, decoded, strict=True):
+                    texts[i] = str(text).strip()
+                continue
             ids = self.model.generate(
                 **generate_inputs(self.model, features),
                 attention_mask=every_frame(features),

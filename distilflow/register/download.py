@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from distilflow.decoding.loop_guard import LoopGuard
-    from distilflow.register.consumer import RegisteredWhisper
+    from distilflow.register.consumer import Backend, RegisteredWhisper
 
 
 def _cache_root(cache_dir: Path | str | None) -> Path:
@@ -100,6 +100,7 @@ def load_registered(
     tracking: str | None = None,
     max_new_tokens: int | None = None,
     guard: LoopGuard | None = None,
+    backend: Backend = "transformers",
 ) -> RegisteredWhisper:
     """Load a registered model for transcription: ``load_registered(uri).transcribe(audio, "fr")``.
 
@@ -110,8 +111,10 @@ def load_registered(
     from safetensors with transformers (no pickles, no remote code). It decodes with the token
     budget and repetition guard recorded at registration (``distilflow_decode.json``; defaults
     for a model registered without one); ``max_new_tokens`` and ``guard`` given here win.
+    ``backend``: ``transformers`` or ``ctranslate2`` (clips up to 30 s through a CTranslate2
+    int8 conversion: :meth:`RegisteredWhisper.from_dir`).
     """
     from distilflow.register.consumer import RegisteredWhisper
 
     directory = whisper_dir(download_model(uri, cache_dir, tracking))
-    return RegisteredWhisper.from_dir(directory, max_new_tokens, guard)
+    return RegisteredWhisper.from_dir(directory, max_new_tokens, guard, backend)
