@@ -1,0 +1,100 @@
+"""The results run's dynamic-context models (issue 21): trained by the student stage's own code.
+
+Each variant is the shipped student recipe with the options below changed: the encoder reads
+the clip's own length plus a margin and learns, by self-distillation, to give the decoder what
+the padded teacher's encoder gives it (the teacher's logits and decoder hidden states on the
+same tokens). ``dynamic-6`` is the teacher made fast: its full decoder, frozen; only the encoder
+adapts. The models are then measured against faster-whisper by ``bench.deployed``.
+
+    python -m bench.results_context [--work ~/.cache/distilflow/results] [--variants dynamic-6]
+        [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from distilflow.config import load_params
+from distilflow.decoding.loop_guard import guard_of
+from distilflow.training.loop import NullTracker
+
+SELF_DISTILLATION: dict[str, Any] = {
+    "audio_context": "dynamic",
+    "context_multiple_s": 0.5,
+    "context_margin_s": 1.0,  # FUTO: 32-64 encoder positions (0.64-1.28 s)
+    "freeze_encoder": False,
+    "encoder_top_layers": -1,
+    "encoder_mse": 1.0,
+    "decoder_mse": 1.0,
+    "alpha_ce": 0.0,  # the padded teacher's distribution, not the labels, is the target
+    "beta_kd": 1.0,
+    "temperature": 1.0,
+    "lr": 3e-5,
+    "warmup_steps": 30,
+    "lr_schedule": "constant",
+    "eval_every": 200,
+    "save_every": 50,
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the teacher made fast: every decoder layer kept and frozen, the whole encoder trained
+    "dynamic-6": {"decoder_layers": 6, "freeze_decoder": True},
+    # the same with only the top two encoder layers and the norms trained
+    "dynamic-6-top2": {"decoder_layers": 6, "freeze_decoder": True, "encoder_top_layers": 2},
+}
+
+
+def train_variant(proj: Path, work: Path, name: str, steps: int) -> dict[str, Any]:
+    """Train (or find finished: the stage resumes) one variant; its directory and time."""
+    from distilflow.student.stage import distil
+
+    os.chdir(proj)  # the project's relative paths (data/, corpus/)
+    params = load_params(proj / "params.yaml")
+    options = SELF_DISTILLATION | VARIANTS[name]
+    cfg = dataclasses.replace(
+        params.student, **options, layer_ids=[], max_steps=steps, progress=False,
+        out_dir=str(work / "context" / name),
+    )  # fmt: skip
+    start = time.perf_counter()
+    report = distil(
+        cfg,
+        Path(params.filter.out_dir),
+        params.label.model,
+        Path(params.paths.cache_dir),
+        NullTracker(),
+        guard=guard_of(params.decode),
+    )
+    return {
+        "model_dir": str(Path(cfg.out_dir) / "model"),
+        "train_s": round(time.perf_counter() - start, 1),
+        "options": options | {"max_steps": steps},
+        "dev_wer": report.student.dev_wer,
+        "dev_wer_mean": report.student.dev_wer_mean,
+        "teacher_dev_wer_mean": report.teacher.dev_wer_mean,
+        "best_step": report.student.best_step,
+        "train_clips": report.train_clips,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "distilflow" / "results")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--steps", type=int, default=600)
+    args = ap.parse_args()
+    work = args.work.expanduser().resolve()
+    out_path = work / "context.json"
+    out = json.loads(out_path.read_text()) if out_path.exists() else {}
+    for name in args.variants:
+        out[name] = train_variant(work / "project", work, name, args.steps)
+        out_path.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps({name: out[name]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
