@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
-from distilflow.decoding.speculative import assisted_generate, greedy_generate
+from distilflow.decoding.speculative import assisted_generate, decoder_only, greedy_generate
 from distilflow.student.build import make_student
 from distilflow.testing import tiny_whisper
 
@@ -64,6 +64,20 @@ def test_assisted_output_is_the_teachers_greedy_output(
         got = assisted_generate(teacher, assistant, features(seed), lang, MAX_NEW)
         assert got == want, (seed, lang)
     assert all(0 < len(r) <= MAX_NEW for r in reference)
+
+
+@pytest.mark.parametrize("draft", [None, 1, 3, 8])
+def test_a_decoder_only_assistant_gives_the_teachers_greedy_output(
+    teacher: WhisperForConditionalGeneration, reference: list[list[int]], draft: int | None
+) -> None:
+    """The student's decoder alone drafts from the teacher's encoder outputs, any draft length."""
+    student, _ = make_student(teacher, 2)
+    assistant = decoder_only(student)
+    assert assistant.model.decoder is student.model.decoder  # shared, not copied
+    assert not any("conv1" in name for name, _ in assistant.named_parameters())  # no encoder
+    for (seed, lang), want in zip(INPUTS, reference, strict=True):
+        got = assisted_generate(teacher, assistant, features(seed), lang, MAX_NEW, draft)
+        assert got == want, (seed, lang, draft)
 
 
 def test_prompt_and_end_token_are_left_out(

@@ -33,6 +33,7 @@ from transformers import (
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
+    WhisperForCausalLM,
     WhisperForConditionalGeneration,
 )
 
@@ -78,14 +79,31 @@ def _greedy_kwargs(gen: Any, language: str, max_new_tokens: int) -> dict[str, An
     }
 
 
+def decoder_only(student: WhisperForConditionalGeneration) -> WhisperForCausalLM:
+    """The student's decoder alone as an assistant (``WhisperForCausalLM``, the same weights
+    shared, not copied): it drafts from the teacher's encoder outputs, so a clip runs one
+    encoder, not two. Only for a student that keeps the teacher's encoder as is."""
+    config = copy.deepcopy(student.config)
+    config.is_encoder_decoder = False
+    assistant = WhisperForCausalLM(config)
+    assistant.model.decoder = student.model.decoder
+    assistant.proj_out = student.proj_out
+    assistant.generation_config = copy.deepcopy(student.generation_config)
+    return assistant.to(student.device).eval()
+
+
 def assisted_generate(
     teacher: WhisperForConditionalGeneration,
-    assistant: WhisperForConditionalGeneration,
+    assistant: WhisperForConditionalGeneration | WhisperForCausalLM,
     input_features: torch.Tensor,
     language: str,
     max_new_tokens: int,
+    draft_tokens: int | None = None,
 ) -> list[int]:
-    """The teacher's greedy transcript tokens, drafted by ``assistant`` (speculative decoding)."""
+    """The teacher's greedy transcript tokens, drafted by ``assistant`` (speculative decoding):
+    a full student (its own encoder runs too) or :func:`decoder_only` (the teacher's encoder
+    outputs serve both). ``draft_tokens``: a fixed number of tokens drafted a round (None:
+    transformers' heuristic schedule)."""
     if assistant.config.vocab_size != teacher.config.vocab_size:
         raise ValueError(
             f"assistant vocabulary ({assistant.config.vocab_size}) differs from the teacher's "
@@ -94,7 +112,12 @@ def assisted_generate(
     features = _check_features(teacher, input_features)
     with ExitStack() as stack:
         gen = stack.enter_context(_scoped_generation_config(teacher))
-        stack.enter_context(_scoped_generation_config(assistant))
+        assistant_gen = stack.enter_context(_scoped_generation_config(assistant))
+        if draft_tokens is not None:
+            if draft_tokens < 1:
+                raise ValueError(f"draft_tokens {draft_tokens} must be >= 1")
+            assistant_gen.num_assistant_tokens = draft_tokens
+            assistant_gen.num_assistant_tokens_schedule = "constant"
         begin = SuppressAtPosition(gen.begin_suppress_tokens or [], len(_prompt(gen, language)))
         out = teacher.generate(
             features,

@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distilflow.config import RegisterConfig, TrackingConfig
-from distilflow.models.dynamic import audio_context_of_dir, describe_audio_context
+from distilflow.models.dynamic import (
+    audio_context_of_dir,
+    context_margin_of_dir,
+    describe_audio_context,
+)
 from distilflow.register.clip_errors import (
     ARTIFACT,
     ClipErrors,
@@ -203,6 +207,7 @@ def lineage_tags(cand: Candidate) -> dict[str, str]:
     tags |= {
         "audio_context": kind,
         "context_multiple_s": "none" if multiple is None else str(multiple),
+        "context_margin_s": str(context_margin_of_dir(cand.model_dir)),
     }
     tags |= {str(k): "unknown" if v is None else str(v)[:MAX_TAG] for k, v in cand.lineage.items()}
     return tags
@@ -284,7 +289,9 @@ def register_model_dir(
                 cand.lineage,
                 cand.data,
                 decision,
-                describe_audio_context(*audio_context_of_dir(cand.model_dir)),
+                describe_audio_context(
+                    *audio_context_of_dir(cand.model_dir), context_margin_of_dir(cand.model_dir)
+                ),
             )
         )
         mlflow.log_text(card, "model_card.md")
