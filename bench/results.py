@@ -22,7 +22,10 @@ real whisper-base, the baselines, speed, speculative decoding and labelling thro
 4. ``speed``: student, teacher and speculative decoding (student drafts, teacher verifies) on
    the test split, side by side in one process.
 5. ``labelling``: the label stage's throughput against transformers' ASR pipeline.
-6. ``page``: docs/RESULTS.md, docs/results/*.png and docs/bench/results.json; the phases this
+6. ``context``: dynamic-context models trained by self-distillation against the padded
+   teacher (bench/results_context.py); ``deployed``: they and the teacher served through
+   CTranslate2 int8 against faster-whisper int8 on the test splits (bench/deployed.py).
+7. ``page``: docs/RESULTS.md, docs/results/*.png and docs/bench/results.json; the phases this
    run lacks are taken from ``docs/bench/results_record.json`` where it was made from the same
    data and params, and the record is rewritten (``bench/results_record.py``; ``--no-record``:
    neither). On two CPU cores the whole run outlasts a working day: one day runs
@@ -55,7 +58,7 @@ from bench.results_project import (
     write_split,
 )
 
-PHASES = ("pipeline", "baselines", "depth", "speed", "labelling", "page")
+PHASES = ("pipeline", "baselines", "depth", "speed", "labelling", "context", "deployed", "page")
 STAGES = ("ingest", "label", "filter", "student")
 RECORD = REPO / "docs" / "bench" / "results_record.json"
 
@@ -147,6 +150,16 @@ def main() -> None:
             work, "labelling", key, forced,
             lambda: run_labelling(corpus, work, args.labelling_clips),
         )  # fmt: skip
+    for phase in ("context", "deployed"):
+        if phase in phases:
+            from bench.results_deployed import run_context_and_deployed
+
+            inputs = (stage_lock(proj, "filter"), source("results_context"), source("deployed"))
+            key = phase_key(*inputs, str(args.test_per_language))
+            run_phase(
+                work, phase, key, forced,
+                lambda p=phase: run_context_and_deployed(work, p, args.test_per_language),
+            )  # fmt: skip
     if "page" in phases:
         from bench.results_page import write_page
 

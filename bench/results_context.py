@@ -24,6 +24,7 @@ from distilflow.config import load_params
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.training.loop import NullTracker
 
+STEPS = 600
 SELF_DISTILLATION: dict[str, Any] = {
     "audio_context": "dynamic",
     "context_multiple_s": 0.5,
@@ -81,19 +82,25 @@ def train_variant(proj: Path, work: Path, name: str, steps: int) -> dict[str, An
     }
 
 
+def run_variants(work: Path, names: list[str], steps: int = STEPS) -> dict[str, Any]:
+    """Train ``names`` (a finished one is found again) into ``work/context.json``, kept with
+    the variants trained before."""
+    out_path = work / "context.json"
+    out = json.loads(out_path.read_text()) if out_path.exists() else {}
+    for name in names:
+        out[name] = train_variant(work / "project", work, name, steps)
+        out_path.write_text(json.dumps(out, indent=1) + "\n")
+        print(json.dumps({name: out[name]}), flush=True)
+    return dict(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "distilflow" / "results")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=STEPS)
     args = ap.parse_args()
-    work = args.work.expanduser().resolve()
-    out_path = work / "context.json"
-    out = json.loads(out_path.read_text()) if out_path.exists() else {}
-    for name in args.variants:
-        out[name] = train_variant(work / "project", work, name, args.steps)
-        out_path.write_text(json.dumps(out, indent=1) + "\n")
-        print(json.dumps({name: out[name]}), flush=True)
+    run_variants(args.work.expanduser().resolve(), args.variants, args.steps)
 
 
 if __name__ == "__main__":

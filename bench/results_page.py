@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import provenance
+from bench.results_deployed import deployed_png, deployed_rows, deployed_section
 from bench.results_depth_page import default_depth, depth_rows, depth_section, depth_sets
 from bench.results_goals import goals, goals_section
 from bench.results_plots import bars_png, depth_png, speed_png
@@ -117,6 +118,8 @@ def figures_of(raw: Mapping[str, Any]) -> dict[str, Any]:
         "stages": raw.get("stages") or [],
         "filter": raw.get("filter"),
         "depth": None,
+        "context": raw.get("context"),
+        "deployed": without_transcripts(raw.get("deployed")),
     }
     depth = raw.get("depth")
     if depth and depth.get("depths"):
@@ -127,6 +130,16 @@ def figures_of(raw: Mapping[str, Any]) -> dict[str, Any]:
         out["depth"] = {"rows": d_rows, "sets": sets, "default": default_depth(d_rows, sets),
                         "source": {k: v for k, v in depth.items() if k != "depths"}}  # fmt: skip
     return out
+
+
+def without_transcripts(deployed: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``bench.deployed``'s figures without its per-clip transcripts (kept in the record)."""
+    if not deployed:
+        return None
+    sets = {
+        k: {n: v for n, v in s.items() if n != "transcripts"} for k, s in deployed["sets"].items()
+    }
+    return {**deployed, "sets": sets}
 
 
 def project_metas(proj: Path, split: Mapping[str, Any]) -> dict[str, dict[str, list[Any]]]:
@@ -175,7 +188,7 @@ def page_inputs(work: Path, corpus: Path) -> dict[str, Any]:
         "params_key": params_key(params),
         "data_key": data_key(proj),
     }
-    for name in ("baselines", "speed", "labelling", "stages", "depth"):
+    for name in ("baselines", "speed", "labelling", "stages", "depth", "context", "deployed"):
         inputs[name] = read_json(work / f"{name}.json")
     if metrics is None:  # the pipeline ran up to some stage only: its other figures are not whole
         inputs["stages"] = None
@@ -211,6 +224,9 @@ def write_page(work: Path, corpus: Path, docs: Path, record: Path | None = None)
     if figures["depth"]:
         depth = figures["depth"]
         (docs / "results" / "depth.png").write_bytes(depth_png(depth["rows"], depth["sets"]))
+    if figures.get("deployed"):
+        png = deployed_png(deployed_rows(figures["deployed"]))
+        (docs / "results" / "deployed.png").write_bytes(png)
     (docs / "bench").mkdir(parents=True, exist_ok=True)
     (docs / "bench" / "results.json").write_text(
         json.dumps(figures, indent=1, ensure_ascii=False, allow_nan=True) + "\n", encoding="utf-8"
@@ -252,6 +268,7 @@ def render(
         out += speed_section(f["speed"], metrics)
     if f["labelling"]:
         out += labelling_section(f["labelling"])
+    out += deployed_section(f.get("deployed"), f.get("context"))
     out += run_section(f, student, export)
     out += closing_section(f, metrics, student)
     return "\n".join(out)

@@ -31,6 +31,7 @@ PHASE_INPUTS: dict[str, tuple[str, ...]] = {
     "depth": ("depth",),
     "speed": ("speed",),
     "labelling": ("labelling",),
+    "deployed": ("deployed", "context"),
 }  # fmt: skip
 # the filter manifests' columns a model learns from
 KEY_COLUMNS = ("hash", "language", "reference", "text", "token_ids", "label_ok", "teacher_id")

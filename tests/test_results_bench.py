@@ -443,3 +443,38 @@ def test_the_data_key_reads_the_kept_rows_not_the_files_lineage(tmp_path: Path) 
     first = write(tmp_path / "p1", ["hola", "adiós"], "aaa")
     assert first == write(tmp_path / "p2", ["hola", "adiós"], "bbb")
     assert first != write(tmp_path / "p3", ["hola", "adios"], "aaa")
+
+
+def test_deployed_rows_and_goal_verdicts() -> None:
+    """Speed is total time over both sets; WER and loops are judged per set against the
+    baseline; the teacher's own rows are references, not candidates."""
+    from bench.results_deployed import deployed_rows, deployed_section, goal_verdicts
+
+    def row(wer: float, s: float, loops: int = 0, delta: float | None = None) -> dict:
+        f = {"wer": wer, "wer_low": wer - 2, "wer_high": wer + 2, "wer_per_language": {},
+             "loops": loops, "seconds_per_clip": s, "seconds_per_audio_second": s / 3}  # fmt: skip
+        if delta is not None:
+            f |= {"minus_baseline": {"estimate": delta, "low": delta - 1, "high": delta + 1},
+                  "speedup_over_baseline": 1.0 / s}  # fmt: skip
+        return f
+
+    sets = {
+        "test": {"clips": 100, "baseline": "faster-whisper", "rows": {
+            "faster-whisper": row(20.0, 1.0), "teacher ct2": row(19.0, 0.9, delta=-1.0),
+            "fast ct2": row(20.5, 0.2, delta=0.5), "slow ct2": row(25.0, 0.5, 1, delta=5.0)}},
+        "test-ru": {"clips": 50, "baseline": "faster-whisper", "rows": {
+            "faster-whisper": row(20.0, 2.0), "teacher ct2": row(19.0, 1.8, delta=-1.0),
+            "fast ct2": row(20.0, 0.5, delta=0.0), "slow ct2": row(21.0, 1.0, delta=1.0)}},
+    }  # fmt: skip
+    deployed = {"sets": sets, "command": "c", "date": "d", "machine": "m", "batch": 1,
+                "threads": 2, "peak_rss_mb": {"fast ct2": 300.0}}  # fmt: skip
+    rows = deployed_rows(deployed)
+    assert len(rows) == 8 and rows[2]["peak_rss_mb"] == 300.0
+    verdicts = goal_verdicts(rows, "faster-whisper")
+    assert len(verdicts) == 2  # not the teacher's row
+    fast = next(v for v in verdicts if "`fast ct2`" in v)
+    assert "**met**" in fast and "4.44x" in fast  # (100 * 1 + 50 * 2) / (100 * 0.2 + 50 * 0.5)
+    slow = next(v for v in verdicts if "`slow ct2`" in v)
+    assert "**missed**" in slow and "+5.0" in slow
+    page = "\n".join(deployed_section(deployed, None))
+    assert "| fast ct2 | test | 100 | 20.5 [18.5, 22.5] | +0.5 [-0.5, +1.5] |" in page

@@ -128,7 +128,7 @@ class StudentConfig:
     audio_context: Literal["padded", "dynamic"] = "padded"
     context_multiple_s: float = 1.0  # dynamic: rounding step of the encoder's input (x 0.02 s)
     encoder_mse: float = 0.0  # dynamic: weight of MSE(student, teacher encoder) on real frames
-    context_margin_s: float = 0.0  # dynamic: seconds read past the clip, in training and serving
+    context_margin_s: float = 1.0  # dynamic: seconds read past the clip, in training and serving
     decoder_mse: float = 0.0  # dynamic: weight of MSE(student, teacher decoder hidden states)
     encoder_top_layers: int = -1  # trainable encoder: -1 all; N the top N layers + every norm
     freeze_decoder: bool = False  # the decoder stays as copied (the teacher's full decoder)
