@@ -73,6 +73,31 @@ def test_margin_is_recorded_and_read_when_fitting_features() -> None:
     assert context_margin_of(set_audio_context(model, "padded")) == 0.0
 
 
+def test_the_front_end_on_the_context_alone_gives_the_windows_frames() -> None:
+    """Padding the audio just past a dynamic model's context, not to 30 s, changes no frame it
+    reads (the consumer's fast front end)."""
+    from transformers import WhisperFeatureExtractor
+
+    from distilflow.models.dynamic import padded_samples
+
+    fe = WhisperFeatureExtractor()
+    model = set_audio_context(tiny_whisper(seed=0)[0], "dynamic", 0.5, margin_s=1.0)
+    rng = np.random.default_rng(0)
+    for seconds in (0.3, 2.71, 9.99, 29.5):
+        audio = (0.1 * rng.standard_normal(int(16_000 * seconds))).astype(np.float32)
+        full = fe([audio], sampling_rate=16_000, return_tensors="pt").input_features
+        want = fit_features(model, full, [audio.size])
+        samples = padded_samples(model, [audio.size])
+        assert samples <= 480_000
+        short = fe(
+            [audio], sampling_rate=16_000, return_tensors="pt", padding="max_length",
+            max_length=samples,
+        ).input_features  # fmt: skip
+        assert torch.equal(fit_features(model, short, [audio.size]), want), seconds
+    padded = set_audio_context(tiny_whisper(seed=0)[0], "padded")
+    assert padded_samples(padded, [16_000]) == 480_000
+
+
 def test_decoder_state_pairs() -> None:
     assert decoder_state_pairs([0, 5], 6) == [(1, 1), (2, 6)]
     assert decoder_state_pairs(range(6), 6) == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)]

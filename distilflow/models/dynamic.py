@@ -35,8 +35,10 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from distilflow.audio import (
     ENCODER_STRIDE,
     FRAMES_PER_SECOND,
+    HOP_LENGTH,
     N_AUDIO_CTX,
     N_FRAMES,
+    N_SAMPLES,
     N_SAMPLES_PER_TOKEN,
     SAMPLE_RATE,
 )
@@ -245,6 +247,23 @@ def fit_features(model: Any, features: torch.Tensor, n_samples: Sequence[int]) -
     margin = context_margin_of(model)
     frames = context_frames(longest, multiple or 1.0, int(features.shape[-1]), margin)
     return features[..., :frames]
+
+
+FRONT_END_SLACK = 4  # log-mel frames computed past the context: the STFT's last frames see the
+# reflect padding at the audio's end (n_fft / 2 = 200 samples, under 2 frames), so frames this
+# far before the end equal those of the 30 s window
+
+
+def padded_samples(model: Any, n_samples: Sequence[int]) -> int:
+    """Samples to pad a batch's audio to before the log-mel: the 30 s window for a padded
+    model; for a dynamic one just past its context, which gives the same first frames as the
+    30 s window for about a fifth of the front end's time on a 3 s clip."""
+    kind, multiple = audio_context_of(model)
+    if kind == PADDED:
+        return N_SAMPLES
+    longest = max(n_samples) / SAMPLE_RATE
+    frames = context_frames(longest, multiple or 1.0, N_FRAMES, context_margin_of(model))
+    return min(N_SAMPLES, (frames + FRONT_END_SLACK) * HOP_LENGTH)
 
 
 def generate_inputs(model: Any, features: torch.Tensor) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from distilflow.models.dynamic import (
     fit_features,
     generate_inputs,
     length_batches,
+    padded_samples,
 )
 from distilflow.register.decode_file import DEFAULT_MAX_NEW_TOKENS, read_decode
 
@@ -168,8 +169,15 @@ class RegisteredWhisper:
         """Log-mel features of 16 kHz windows of at most 30 s: Whisper's padded window, cut to
         the longest window's length (rounded up) for a dynamic-context student."""
         fe = self.processor.feature_extractor
-        out: torch.Tensor = fe(pcms, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        out = fit_features(self.model, out, [p.size for p in pcms])
+        lengths = [p.size for p in pcms]
+        out: torch.Tensor = fe(
+            pcms,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            padding="max_length",
+            max_length=padded_samples(self.model, lengths),  # a dynamic model: its context
+        ).input_features
+        out = fit_features(self.model, out, lengths)
         return out.to(self.model.device, self.model.dtype)
 
     @torch.no_grad()
