@@ -138,7 +138,8 @@ def figures(
         clip_error_counts(c.language, c.reference, t) for c, t in zip(clips, texts, strict=True)
     ]
     errors, words = [e for e, _ in counts], [w for _, w in counts]
-    interval = wer_interval(errors, words)
+    scored = [i for i, w in enumerate(words) if w > 0]  # as the corpus WER: no-word clips out
+    interval = wer_interval([errors[i] for i in scored], [words[i] for i in scored])
     per_lang = {}
     for lang in sorted({c.language for c in clips}):
         mine = [n for c, n in zip(clips, counts, strict=True) if c.language == lang]

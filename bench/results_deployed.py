@@ -138,10 +138,13 @@ def deployed_section(
         out += ["", "How the dynamic-context models were trained (`bench/results_context.py`):", ""]
         for name, v in sorted(context.items()):
             opts = ", ".join(f"{k}: {x}" for k, x in sorted(v["options"].items()))
+            teacher = v.get("teacher_dev_wer_mean")
             out.append(
                 f"- `{name}`: {v['train_clips']} training clips, {v['train_s'] / 60:.0f} min; "
-                f"dev WER {100 * v['dev_wer_mean']:.1f} "
-                f"(teacher {100 * v['teacher_dev_wer_mean']:.1f}) at step {v['best_step']}; {opts}"
+                f"dev WER {100 * v['dev_wer_mean']:.1f}"
+                + (f" (teacher {100 * teacher:.1f})" if teacher is not None else "")
+                + f" at step {v['best_step']}; {opts}"
+                + (f". {v['note']}" if v.get("note") else "")
             )
     return [*out, ""]
 

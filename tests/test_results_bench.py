@@ -478,3 +478,18 @@ def test_deployed_rows_and_goal_verdicts() -> None:
     assert "**missed**" in slow and "+5.0" in slow
     page = "\n".join(deployed_section(deployed, None))
     assert "| fast ct2 | test | 100 | 20.5 [18.5, 22.5] | +0.5 [-0.5, +1.5] |" in page
+
+
+def test_deployed_figures_leave_out_clips_without_reference_words() -> None:
+    """A reference that normalises to nothing is left out of the WER, as the corpus WER does."""
+    from bench.deployed import figures
+    from distilflow.evaluate.sets import AudioClip
+
+    clips = [
+        AudioClip("a", "a.wav", "en", "one two", "h1"),
+        AudioClip("b", "b.wav", "en", "...", "h2"),
+    ]
+    base = figures(clips, ["one two", "hello"], 2.0, 4.0, {})
+    assert base["wer"] == 0.0 and base["seconds_per_clip"] == 1.0
+    other = figures(clips, ["one", ""], 1.0, 4.0, base)
+    assert other["wer"] == 50.0 and other["speedup_over_baseline"] == 2.0
