@@ -105,7 +105,10 @@ def merge(
     ]
     if not missing:
         return out, []
-    same_params = recorded.get("params_key") == fresh.get("params_key")
+    # the record's params hashed again with today's typed config: an option added since, at
+    # its default, changes no figure and must not void the record (its stored key cannot know)
+    recorded_key = params_key(recorded["params"]) if recorded.get("params") else None
+    same_params = (recorded_key or recorded.get("params_key")) == fresh.get("params_key")
     same_data = fresh.get("data_key") is None or recorded.get("data_key") == fresh.get("data_key")
     if not (same_params and same_data):
         why = "params" if not same_params else "training data"

@@ -403,6 +403,10 @@ def test_merge_takes_the_phases_a_run_lacks_only_from_the_same_data_and_params()
     older = raw["params"] | {"evaluate": dict(raw["params"]["evaluate"])}
     older["evaluate"].pop("explorer_audio_mb", None)  # a run before the option: its default
     assert params_key(older) == params_key(raw["params"])
+    # a record whose stored key was hashed before an option existed is still matched on its
+    # params, hashed again with today's config
+    stale = record | {"params_key": "made-by-an-older-config"}
+    assert merge(stale, fresh)[0]["depth"] == raw["depth"]
 
 
 def test_a_page_is_completed_from_the_record_and_says_when_each_phase_ran(
@@ -486,10 +490,10 @@ def test_deployed_figures_leave_out_clips_without_reference_words() -> None:
     from distilflow.evaluate.sets import AudioClip
 
     clips = [
-        AudioClip("a", "a.wav", "en", "one two", "h1"),
+        AudioClip("a", "a.wav", "en", "red cat", "h1"),
         AudioClip("b", "b.wav", "en", "...", "h2"),
     ]
-    base = figures(clips, ["one two", "hello"], 2.0, 4.0, {})
+    base = figures(clips, ["red cat", "hello"], 2.0, 4.0, {})
     assert base["wer"] == 0.0 and base["seconds_per_clip"] == 1.0
-    other = figures(clips, ["one", ""], 1.0, 4.0, base)
+    other = figures(clips, ["red", ""], 1.0, 4.0, base)
     assert other["wer"] == 50.0 and other["speedup_over_baseline"] == 2.0
