@@ -41,6 +41,7 @@ from bench.common import provenance, write_result
 from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.config import load_params
 from distilflow.evaluate.sets import AudioClip, audiofolder_set
+from distilflow.export.verify import faster_whisper_text
 from distilflow.stats import paired_bootstrap, wer_interval
 from distilflow.text import clip_error_counts, compression_ratio
 
@@ -62,19 +63,7 @@ class FasterWhisperRow:
         )
 
     def __call__(self, audios: list[np.ndarray], language: str) -> list[str]:
-        texts = []
-        for audio in audios:
-            segments, _ = self.model.transcribe(
-                audio,
-                language=language,
-                beam_size=1,
-                temperature=0.0,
-                vad_filter=False,
-                without_timestamps=True,
-                condition_on_previous_text=False,
-            )
-            texts.append("".join(s.text for s in segments).strip())
-        return texts
+        return [faster_whisper_text(self.model, audio, language) for audio in audios]
 
 
 class ConsumerRow:
@@ -212,7 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         memory_row(args.memory_row, args.project)
         return 0
     torch.set_num_threads(THREADS)
-    work = Path(tempfile.mkdtemp(prefix="deployed-"))
+    with tempfile.TemporaryDirectory(prefix="deployed-") as tmp:  # converted hub/pypi models
+        return run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> int:
+    """The benchmark (``main``'s arguments; ``work``: where converted models are saved)."""
     models = {k: model_dir(v, work) for k, v in (m.split("=", 1) for m in args.models)}
     rows = [BASELINE] if args.batch == 1 else []  # faster-whisper's transcribe takes one file
     rows += [f"{name} ct2" for name in models] + [f"{name} torch" for name in args.torch]

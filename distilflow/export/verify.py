@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
+import numpy as np
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from distilflow.audio import load_audio
@@ -207,16 +208,19 @@ def faster_whisper_transcribe(
     from faster_whisper import WhisperModel
 
     fw = WhisperModel(str(ct2_dir), device="cpu", compute_type=compute_type)
-    texts: list[str] = []
-    for clip in clips:
-        segments, _ = fw.transcribe(
-            load_audio(clip.audio_path),
-            language=clip.language,
-            beam_size=1,
-            temperature=0.0,
-            vad_filter=False,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-        )
-        texts.append("".join(s.text for s in segments).strip())
-    return texts
+    return [faster_whisper_text(fw, load_audio(c.audio_path), c.language) for c in clips]
+
+
+def faster_whisper_text(fw: Any, audio: np.ndarray, language: str) -> str:
+    """One clip's transcript by a ``faster_whisper.WhisperModel`` as users run it plainly:
+    greedy, forced language, no VAD, no temperature fallback, no previous-text conditioning."""
+    segments, _ = fw.transcribe(
+        audio,
+        language=language,
+        beam_size=1,
+        temperature=0.0,
+        vad_filter=False,
+        without_timestamps=True,
+        condition_on_previous_text=False,
+    )
+    return "".join(s.text for s in segments).strip()
