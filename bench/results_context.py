@@ -16,13 +16,11 @@ import argparse
 import dataclasses
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
+from bench.results_depth import train_student
 from distilflow.config import load_params
-from distilflow.decoding.loop_guard import guard_of
-from distilflow.training.loop import NullTracker
 
 STEPS = 600
 SELF_DISTILLATION: dict[str, Any] = {
@@ -52,8 +50,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def train_variant(proj: Path, work: Path, name: str, steps: int) -> dict[str, Any]:
     """Train (or find finished: the stage resumes) one variant; its directory and time."""
-    from distilflow.student.stage import distil
-
     os.chdir(proj)  # the project's relative paths (data/, corpus/)
     params = load_params(proj / "params.yaml")
     options = SELF_DISTILLATION | VARIANTS[name]
@@ -61,18 +57,10 @@ def train_variant(proj: Path, work: Path, name: str, steps: int) -> dict[str, An
         params.student, **options, layer_ids=[], max_steps=steps, progress=False,
         out_dir=str(work / "context" / name),
     )  # fmt: skip
-    start = time.perf_counter()
-    report = distil(
-        cfg,
-        Path(params.filter.out_dir),
-        params.label.model,
-        Path(params.paths.cache_dir),
-        NullTracker(),
-        guard=guard_of(params.decode),
-    )
+    report, seconds = train_student(params, cfg)
     return {
         "model_dir": str(Path(cfg.out_dir) / "model"),
-        "train_s": round(time.perf_counter() - start, 1),
+        "train_s": seconds,
         "options": options | {"max_steps": steps},
         "dev_wer": report.student.dev_wer,
         "dev_wer_mean": report.student.dev_wer_mean,

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.results_speed import forced_costs, test_rows
-from distilflow.config import Params, load_params
+from distilflow.config import Params, StudentConfig, load_params
 from distilflow.decoding.loop_guard import guard_of
 from distilflow.evaluate.metrics import evaluate_pair, pair_metrics
 from distilflow.evaluate.models import EvalModel
 from distilflow.evaluate.sets import EvalSet, audiofolder_set
 from distilflow.models import load_whisper
 from distilflow.models.device import count_parameters
+from distilflow.student.report import StudentReport
 from distilflow.training.loop import NullTracker
 
 DEPTHS = (2, 3, 4, 6)
@@ -48,8 +49,6 @@ def depth_student(params: Params, depth: int, work: Path) -> tuple[Path, float |
     """(model directory, training seconds) of the ``depth``-layer student: the pipeline's own at
     its depth where the student stage ran (None: trained by the stage), else trained here on the
     same data and budget (a finished run is found again: the stage resumes and skips)."""
-    from distilflow.student.stage import distil
-
     st = params.student
     own = Path(st.out_dir) / "model"
     if depth == st.decoder_layers and not st.layer_ids and own.exists():
@@ -58,8 +57,16 @@ def depth_student(params: Params, depth: int, work: Path) -> tuple[Path, float |
         st, decoder_layers=depth, layer_ids=[], out_dir=str(work / "depth" / f"layers-{depth}"),
         progress=False,
     )  # fmt: skip
+    _, seconds = train_student(params, cfg)
+    return Path(cfg.out_dir) / "model", seconds
+
+
+def train_student(params: Params, cfg: StudentConfig) -> tuple[StudentReport, float]:
+    """(report, seconds) of the student stage's own training with ``cfg`` on the run's data."""
+    from distilflow.student.stage import distil
+
     start = time.perf_counter()
-    distil(
+    report = distil(
         cfg,
         Path(params.filter.out_dir),
         params.label.model,
@@ -67,7 +74,7 @@ def depth_student(params: Params, depth: int, work: Path) -> tuple[Path, float |
         NullTracker(),
         guard=guard_of(params.decode),
     )
-    return Path(cfg.out_dir) / "model", round(time.perf_counter() - start, 1)
+    return report, round(time.perf_counter() - start, 1)
 
 
 def score(params: Params, name: str, model_dir: Path, sets: list[EvalSet]) -> dict[str, Any]:

@@ -261,8 +261,13 @@ def padded_samples(model: Any, n_samples: Sequence[int]) -> int:
     kind, multiple = audio_context_of(model)
     if kind == PADDED:
         return N_SAMPLES
-    longest = max(n_samples) / SAMPLE_RATE
-    frames = context_frames(longest, multiple or 1.0, N_FRAMES, context_margin_of(model))
+    return context_samples(n_samples, multiple or 1.0, context_margin_of(model))
+
+
+def context_samples(n_samples: Sequence[int], multiple_s: float, margin_s: float) -> int:
+    """Samples a dynamic context's front end needs for clips of ``n_samples``: its frames plus
+    ``FRONT_END_SLACK``, at most the 30 s window. Pure."""
+    frames = context_frames(max(n_samples) / SAMPLE_RATE, multiple_s, N_FRAMES, margin_s)
     return min(N_SAMPLES, (frames + FRONT_END_SLACK) * HOP_LENGTH)
 
 

@@ -223,19 +223,16 @@ class RegisteredWhisper:
             if self.ct2 is not None:  # the guard on the finished tokens (see decoding/ct2.py)
                 tokens = self.ct2.generate(features, language, budget)
                 rows = [self.guard.trim(t) for t in tokens]
-                decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
-                for i, text in zip(idx, decoded, strict=True):
-                    texts[i] = str(text).strip()
-                continue
-            ids = self.model.generate(
-                **generate_inputs(self.model, features),
-                attention_mask=every_frame(features),
-                language=language,
-                task="transcribe",
-                **token_budget(budget),
-                logits_processor=LogitsProcessorList(self.guard.processors(self.model)),
-            )
-            rows = self.guard.text_rows(ids, self.model)
+            else:
+                ids = self.model.generate(
+                    **generate_inputs(self.model, features),
+                    attention_mask=every_frame(features),
+                    language=language,
+                    task="transcribe",
+                    **token_budget(budget),
+                    logits_processor=LogitsProcessorList(self.guard.processors(self.model)),
+                )
+                rows = self.guard.text_rows(ids, self.model)
             decoded = tokenizer.batch_decode(rows, skip_special_tokens=True)
             for i, text in zip(idx, decoded, strict=True):
                 texts[i] = str(text).strip()

@@ -20,7 +20,12 @@ import torch
 
 from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.config import StudentConfig
-from distilflow.models.dynamic import context_frames, masked_mse, real_positions
+from distilflow.models.dynamic import (
+    context_frames,
+    context_samples,
+    masked_mse,
+    real_positions,
+)
 from distilflow.training.loop import step_loss
 from distilflow.training.losses import distillation_loss, hidden_states_mse
 from distilflow.training.teacher_logits import TeacherLogits
@@ -34,8 +39,8 @@ def decoder_state_pairs(layer_ids: Sequence[int], teacher_layers: int) -> list[t
     final (normed) outputs. The embeddings (index 0) are left out: frozen, they match. Pure."""
     layer_ids = list(layer_ids)
     n = len(layer_ids)
-    if n < 1 or list(layer_ids) != sorted(set(layer_ids)) or layer_ids[-1] >= teacher_layers:
-        raise ValueError(f"layer_ids {list(layer_ids)}: ascending layers below {teacher_layers}")
+    if n < 1 or layer_ids != sorted(set(layer_ids)) or layer_ids[-1] >= teacher_layers:
+        raise ValueError(f"layer_ids {layer_ids}: ascending layers below {teacher_layers}")
     inner = [(k + 1, int(layer_ids[k]) + 1) for k in range(n - 1)]
     return [*inner, (n, teacher_layers)]
 
@@ -79,9 +84,15 @@ class DynamicStudentStates:
     def features(self, hashes: list[str]) -> tuple[torch.Tensor, list[int]]:
         """(B, n_mels, frames) log-mel cut to the batch's context, and each clip's samples."""
         audio = [load_audio(self.paths[h]) for h in hashes]
-        feats = self.fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
-        full = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
         samples = [len(a) for a in audio]
+        feats = self.fe(
+            audio,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="np",
+            padding="max_length",  # just past the context: the 30 s window's first frames
+            max_length=context_samples(samples, self.multiple_s, self.margin_s),
+        ).input_features
+        full = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
         longest = max(samples) / SAMPLE_RATE
         frames = context_frames(longest, self.multiple_s, int(full.shape[-1]), self.margin_s)
         return full[..., :frames].to(self.device, self.dtype), samples
