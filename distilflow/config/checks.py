@@ -128,6 +128,8 @@ def _check_experts(ex: ExpertsConfig, source: Path) -> None:
             f"{source}: experts.l2s_weight: the text-alignment loss trains the encoder; it needs "
             "experts.encoder: true and a experts.text_model"
         )
+    if ex.l2s_warmup_steps < 0:
+        raise ConfigError(f"{source}: experts.l2s_warmup_steps: must be >= 0")
     if len(set(ex.languages)) != len(ex.languages):
         raise ConfigError(f"{source}: experts.languages: a language is listed twice")
 

