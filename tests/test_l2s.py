@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distilflow.experts.l2s import (
+from distilflow.experts.loss import encoder_frames, frame_mask
+from distilflow.training.l2s import (
     L2SLoss,
     SentenceAlignment,
     TextAlignment,
@@ -16,8 +17,8 @@ from distilflow.experts.l2s import (
     sentence_distance,
     shrink,
 )
-from distilflow.experts.loss import encoder_frames, frame_mask
-from distilflow.experts.text_teacher import (
+from distilflow.training.losses import gate_budget_loss
+from distilflow.training.text_teacher import (
     SentenceTextModel,
     TokenTextModel,
     cache_file,
@@ -26,7 +27,6 @@ from distilflow.experts.text_teacher import (
     load_text_model,
     text_key,
 )
-from distilflow.training.losses import gate_budget_loss
 
 B = 9  # blank
 

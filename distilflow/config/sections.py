@@ -138,6 +138,10 @@ class StudentConfig:
     timestamp_share: float = 0.0  # clips trained with timestamp tokens (label.timestamps: true)
     freeze_embeddings: bool = False  # token embeddings (tied to the output) and positions frozen
     lr_schedule: LrSchedule = "linear"  # after warm-up: constant, or linear decay to 0
+    l2s_weight: float = 0.0  # Distill-L2S on a dynamic student's trained encoder (0 = off)
+    text_model: str = ""  # as experts.text_model
+    l2s_warmup_steps: int = 10  # as experts.l2s_warmup_steps
+    l2s_distance: Literal["cosine", "mse"] = "cosine"  # as experts.l2s_distance
 
 
 @dataclass(frozen=True)

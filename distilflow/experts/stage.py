@@ -41,6 +41,7 @@ from distilflow.models.experts import (
 )
 from distilflow.safetensors_io import save_tensors
 from distilflow.training.data import load_training_examples
+from distilflow.training.l2s import clip_texts
 from distilflow.training.loop import Tracker, Trainer, TrainState, seed_training
 from distilflow.training.prepare import (
     StudentStates,
@@ -180,7 +181,7 @@ def setup(
             cache_dir=cache_dir,
         ),
         data.durations,
-        {r.hash: str(r.reference or r.text) for r in df.itertuples()},
+        clip_texts(df),
         base.fingerprint,
         teacher_loaded.fingerprint,
         data.data_hash,
@@ -339,46 +340,19 @@ def make_trainer(
 
 
 def text_alignment(cfg: ExpertsConfig, run: LanguageRun) -> Any:
-    """Distill-L2S: a frozen text model and the learnable head, attached to the student so the
-    optimiser and the checkpoints carry the head (it is not part of the saved experts). The CTC
-    head learns the same text the text model reads (each clip's ``run.texts``)."""
-    from distilflow.experts.l2s import L2SLoss, SentenceAlignment, TextAlignment
-    from distilflow.experts.text_teacher import (
-        SentenceTextModel,
-        clip_embeddings,
-        load_text_model,
+    """Distill-L2S on this language's clips (``training/l2s.py``)."""
+    from distilflow.training.l2s import make_l2s_loss
+
+    return make_l2s_loss(
+        run.student,
+        run.processor.tokenizer,
+        run.texts,
+        cfg.text_model,
+        cfg.l2s_warmup_steps,
+        cfg.l2s_distance,
+        eos_of(run.teacher.generation_config),
+        run.cache_dir,
     )
-
-    device = run.student_states.device
-    text_model = load_text_model(cfg.text_model, device)
-    student = run.student
-    d_model, embeddings = student.config.d_model, student.model.decoder.embed_tokens
-    head: TextAlignment | SentenceAlignment
-    if isinstance(text_model, SentenceTextModel):
-        head = SentenceAlignment(d_model, text_model.width, embeddings, cfg.l2s_distance)
-        target = clip_embeddings(text_model, run.texts, run.cache_dir).__getitem__
-    else:
-        head = TextAlignment(d_model, text_model.width, embeddings)
-        states: dict[str, torch.Tensor] = {}  # the text model is frozen: once a clip
-
-        def target(clip: str) -> torch.Tensor:
-            if clip not in states:
-                states[clip] = text_model.states(run.texts[clip]).cpu()
-            return states[clip]
-
-    student.distilflow_l2s = head.to(device)
-    eos = eos_of(run.teacher.generation_config)
-    targets = ctc_targets(run.processor.tokenizer, run.texts, eos)
-    return L2SLoss(head, targets, target, cfg.l2s_warmup_steps)
-
-
-def ctc_targets(tokenizer: Any, texts: dict[str, str], eos: int) -> dict[str, list[int]]:
-    """Each clip's text in Whisper's text tokens (as a transcript starts: after a space); an
-    empty text is the end token alone."""
-    return {
-        clip: tokenizer(" " + text.strip(), add_special_tokens=False).input_ids or [eos]
-        for clip, text in texts.items()
-    }
 
 
 def publish(src: Path, dst: Path) -> None:

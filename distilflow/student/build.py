@@ -150,6 +150,9 @@ def _id(model: Any) -> str | None:
     return name or None
 
 
+TRAIN_ONLY = "distilflow_l2s."  # submodules attached for training, never saved with the model
+
+
 def save_student(
     model: WhisperForConditionalGeneration,
     processor: WhisperProcessor,
@@ -171,7 +174,9 @@ def save_student(
     record |= dict(getattr(model.config, RECORD, None) or {}) | dict(info)
     text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     with atomic_dir(dst) as tmp:
-        model.save_pretrained(tmp)
+        # a training-only head (Distill-L2S's, ``distilflow_l2s``) is not part of the model
+        weights = {k: v for k, v in model.state_dict().items() if not k.startswith(TRAIN_ONLY)}
+        model.save_pretrained(tmp, state_dict=weights)
         processor.save_pretrained(tmp)
         (tmp / SIDE_FILE).write_text(text, encoding="utf-8")
     return dst

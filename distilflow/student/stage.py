@@ -27,6 +27,7 @@ from distilflow.training.dynamic import DynamicLoss, DynamicStudentStates, set_t
 from distilflow.training.loop import StatesFn, Tracker, Trainer, TrainState, seed_training
 from distilflow.training.prepare import (
     RunData,
+    eos_of,
     frozen_states,
     load_frozen_teacher,
     run_data,
@@ -140,6 +141,19 @@ def prepare(
     states = frozen_states(teacher.model.encoder, fe, data.paths, cached, device)
     computed = states.warm(list(data.paths), cfg.progress)
     own, loss_fn = student_side(cfg, student, teacher, states, data, cached)
+    if loss_fn is not None and cfg.l2s_weight > 0:  # Distill-L2S on the trained encoder
+        from distilflow.training.l2s import clip_texts, make_l2s_loss
+
+        loss_fn.alignment = make_l2s_loss(
+            student,
+            loaded.processor.tokenizer,
+            clip_texts(df),
+            cfg.text_model,
+            cfg.l2s_warmup_steps,
+            cfg.l2s_distance,
+            eos_of(teacher.generation_config),
+            cached,
+        )
     return StudentRun(loaded, student, layer_ids, data, states, own, loss_fn, computed)
 
 
@@ -215,6 +229,7 @@ def make_trainer(
         loss_fn=run.loss_fn,
         save_fn=save_student,
         guard=guard,
+        before_step=run.loss_fn.set_step if run.loss_fn is not None else None,
     )
 
 

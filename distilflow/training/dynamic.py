@@ -26,6 +26,7 @@ from distilflow.models.dynamic import (
     masked_mse,
     real_positions,
 )
+from distilflow.training.l2s import L2SLoss
 from distilflow.training.loop import step_loss
 from distilflow.training.losses import distillation_loss, hidden_states_mse
 from distilflow.training.teacher_logits import TeacherLogits
@@ -125,6 +126,12 @@ class DynamicLoss:
         self.teacher_logits = TeacherLogits(teacher, teacher_states, cfg.teacher_logits_mb)
         teacher_layers = int(teacher.config.decoder_layers)
         self.pairs = decoder_state_pairs(layer_ids or range(teacher_layers), teacher_layers)
+        self.alignment: L2SLoss | None = None  # Distill-L2S (student.l2s_weight > 0)
+
+    def set_step(self, step: int) -> None:
+        """The trainer's hook before each step: the L2S CTC head's warm-up counts steps."""
+        if self.alignment is not None:
+            self.alignment.step = step
 
     def __call__(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         hashes = batch["hash"]
@@ -139,7 +146,12 @@ class DynamicLoss:
             mse = masked_mse(student_states, teacher_states.detach(), positions)
             loss = loss + self.cfg.encoder_mse * mse
             parts["encoder_mse"] = float(mse.detach())
-            parts["loss"] = float(loss.detach())
+        if self.alignment is not None and self.cfg.l2s_weight > 0:
+            frames = [min(p, int(student_states.shape[1])) for p in positions]
+            l2s = self.alignment(student_states, batch, frames)
+            loss = loss + self.cfg.l2s_weight * l2s
+            parts["l2s"] = float(l2s.detach())
+        parts["loss"] = float(loss.detach())
         return loss, parts
 
     def self_distillation(

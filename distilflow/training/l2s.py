@@ -20,6 +20,7 @@ Whisper tokens without a new vocabulary-sized matrix. The pure functions below a
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -183,3 +184,59 @@ class L2SLoss:
             ctc, dist = self.alignment(states[i, : frames[i]], self.targets[clip], text, align)
             total = total + ctc + dist
         return total / max(1, len(batch["hash"]))
+
+
+def clip_texts(examples: Any) -> dict[str, str]:
+    """What the text model reads of each clip (a training-examples frame's rows): its reference,
+    else its label."""
+    return {r.hash: str(r.reference or r.text) for r in examples.itertuples()}
+
+
+def ctc_targets(tokenizer: Any, texts: dict[str, str], eos: int) -> dict[str, list[int]]:
+    """Each clip's text in Whisper's text tokens (as a transcript starts: after a space); an
+    empty text is the end token alone."""
+    return {
+        clip: tokenizer(" " + text.strip(), add_special_tokens=False).input_ids or [eos]
+        for clip, text in texts.items()
+    }
+
+
+def make_l2s_loss(
+    student: Any,
+    tokenizer: Any,
+    texts: dict[str, str],
+    text_model_ref: str,
+    warmup_steps: int,
+    distance: Literal["cosine", "mse"],
+    eos: int,
+    cache_dir: Path | None,
+) -> L2SLoss:
+    """Distill-L2S for ``student`` on clips ``texts`` (hash -> text): the text model, and the
+    learnable head attached to the student as ``distilflow_l2s`` so the optimiser and the
+    checkpoints carry it (saved models leave it out). The CTC head learns the same text the text
+    model reads."""
+    from distilflow.training.text_teacher import (
+        SentenceTextModel,
+        clip_embeddings,
+        load_text_model,
+    )
+
+    device = next(student.parameters()).device
+    text_model = load_text_model(text_model_ref, device)
+    d_model, embeddings = student.config.d_model, student.model.decoder.embed_tokens
+    head: CTCHead
+    target: Callable[[str], torch.Tensor]
+    if isinstance(text_model, SentenceTextModel):
+        head = SentenceAlignment(d_model, text_model.width, embeddings, distance)
+        target = clip_embeddings(text_model, texts, cache_dir).__getitem__
+    else:
+        head = TextAlignment(d_model, text_model.width, embeddings)
+        states: dict[str, torch.Tensor] = {}  # the text model is frozen: once a clip
+
+        def target(clip: str) -> torch.Tensor:
+            if clip not in states:
+                states[clip] = text_model.states(texts[clip]).cpu()
+            return states[clip]
+
+    student.distilflow_l2s = head.to(device)
+    return L2SLoss(head, ctc_targets(tokenizer, texts, eos), target, warmup_steps)
