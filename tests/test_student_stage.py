@@ -226,6 +226,8 @@ def test_dynamic_student_with_sentence_level_l2s(
     """Distill-L2S on a dynamic student's trained encoder, with the real Universal Sentence
     Encoder as the text teacher: the term is trained and logged; the saved model is a plain
     Whisper (the training-only head left out), the checkpoints carry the head for a resume."""
+    import json
+
     from safetensors import safe_open
 
     from distilflow.student.stage import distil
@@ -244,6 +246,8 @@ def test_dynamic_student_with_sentence_level_l2s(
     assert report.steps == 6
     train = [m for m in tracker.metrics if "train/l2s" in m]
     assert len(train) == 6 and all(m["train/l2s"] > 0 for m in train)
+    kept = [json.loads(f.read_text()) for f in (prepared / "cache" / "teacher_dev").glob("*")]
+    assert report.teacher.dev_wer in kept  # the teacher's dev WER is decoded once, then read
     with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:
         assert not [k for k in f.keys() if "l2s" in k]  # noqa: SIM118
     ckpts = sorted((out / "checkpoints").glob("step-*"))

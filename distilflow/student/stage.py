@@ -7,12 +7,14 @@ config, ``distilflow_student.json``), ``checkpoints/`` (resumable), ``report.jso
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distilflow.atomic import atomic_write_json
 from distilflow.config import StudentConfig, section_hash
 from distilflow.decoding.greedy import evaluate_model, macro_mean
 from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
@@ -101,11 +103,7 @@ def distil(
     resumed = trainer.try_resume()
     teacher_wer: dict[str, float] = {}
     if main:
-        teacher, processor = run.teacher.model, run.teacher.processor
-        dev, max_new = run.data.dev, cfg.eval_max_new_tokens
-        teacher_wer, _ = evaluate_model(
-            teacher, processor, dev, run.teacher_states, max_new, guard=guard
-        )
+        teacher_wer = teacher_dev_wer(run, cfg.eval_max_new_tokens, guard, cache_dir)
     state = trainer.run(tracker)
     out = Path(cfg.out_dir)
     if main:
@@ -114,6 +112,26 @@ def distil(
     if main:
         report.write(out / "report.json")
     return report
+
+
+def teacher_dev_wer(
+    run: StudentRun, max_new_tokens: int, guard: LoopGuard, cache_dir: Path
+) -> dict[str, float]:
+    """The teacher's dev WER by language, kept in ``cache_dir/teacher_dev/`` under a hash of
+    what decides it (the teacher's weights, the dev clips and references, the decoding): a
+    re-run or another student on the same data does not decode the dev split again."""
+    dev = sorted((c.hash, c.language, c.reference) for c in run.data.dev)
+    what = json.dumps([run.teacher.fingerprint, dev, max_new_tokens, repr(guard)])
+    path = cache_dir / "teacher_dev" / f"{hashlib.sha256(what.encode()).hexdigest()[:24]}.json"
+    if path.exists():
+        return {k: float(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    loaded = run.teacher
+    wer, _ = evaluate_model(
+        loaded.model, loaded.processor, run.data.dev, run.teacher_states, max_new_tokens,
+        guard=guard,
+    )  # fmt: skip
+    atomic_write_json(path, wer)
+    return wer
 
 
 def prepare(
