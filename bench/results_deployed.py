@@ -23,12 +23,23 @@ def run_context_and_deployed(work: Path, phase: str, n: int) -> dict[str, Any]:
 
         return run_variants(work, list(VARIANTS))
     from bench.deployed import main as deployed
+    from bench.results_context import RECORD
+    from bench.results_record import read_record
+    from bench.results_variants import carry_rows
 
     context = json.loads((work / "context.json").read_text())
-    models = [f"{name}={v['model_dir']}" for name, v in sorted(context.items())]
+    models = [
+        f"{name}={v['model_dir']}"
+        for name, v in sorted(context.items())
+        if Path(v["model_dir"]).is_dir()  # an earlier day's variant: carried from the record
+    ]
     args = ["--project", str(work / "project"), "--n", str(n), "--out", str(work / "deployed.json")]
     deployed(["--models", "teacher=pypi:whisper-base", *models, *args])
-    out: dict[str, Any] = json.loads((work / "deployed.json").read_text())
+    fresh = json.loads((work / "deployed.json").read_text())
+    out, carried = carry_rows(fresh, (read_record(RECORD) or {}).get("deployed"))
+    if carried:
+        out["carried"] = carried
+        (work / "deployed.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
 
 
@@ -55,6 +66,8 @@ def deployed_rows(deployed: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "seconds_per_audio_second": f["seconds_per_audio_second"],
                     "speedup": f.get("speedup_over_baseline", 1.0),
                     "peak_rss_mb": (deployed.get("peak_rss_mb") or {}).get(row),
+                    "run": f.get("run"),  # carried from an earlier run (its own baseline)
+                    "baseline_seconds_per_clip": f.get("baseline_seconds_per_clip"),
                 }
             )
     return rows
@@ -74,7 +87,10 @@ def goal_verdicts(rows: list[dict[str, Any]], baseline: str) -> list[str]:
     for name in names:
         mine = [r for r in rows if r["row"] == name]
         total = sum(r["seconds_per_clip"] * r["clips"] for r in mine)
-        total_base = sum(base[r["set"]]["seconds_per_clip"] * r["clips"] for r in mine)
+        total_base = sum(  # a carried row: its own run's baseline
+            (r.get("baseline_seconds_per_clip") or base[r["set"]]["seconds_per_clip"]) * r["clips"]
+            for r in mine
+        )
         speed = total_base / total if total else float("nan")
         wer_ok = all((r["minus_baseline"] or 0.0) <= GOAL_WER_POINTS for r in mine)
         loops_ok = all(r["loops"] <= base[r["set"]]["loops"] for r in mine)
@@ -114,7 +130,9 @@ def deployed_section(
         'consumer with `backend="ctranslate2"` (int8; a dynamic-context model fed the clip\'s '
         "own length plus its margin). WER % with its bootstrap 95 % interval; Δ: paired "
         "difference to the baseline on the same clips; loops: transcripts whose compression "
-        "ratio is above 2.4; memory: the row alone in a fresh process.",
+        "ratio is above 2.4; memory: the row alone in a fresh process. A row marked with a "
+        "date is an earlier run's, on the same clips, its speed-up against that run's own "
+        "baseline.",
         "",
         "| model | set | clips | WER % [95 % CI] | Δ vs baseline | loops | s / clip | "
         "s / audio s | speed-up | peak MB |",
@@ -127,8 +145,9 @@ def deployed_section(
             else "—"
         )
         mem = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "?"
+        name = f"{r['row']} ({r['run']} run)" if r["run"] else r["row"]
         out.append(
-            f"| {r['row']} | {r['set']} | {r['clips']} | {r['wer']:.1f} [{r['wer_low']:.1f}, "
+            f"| {name} | {r['set']} | {r['clips']} | {r['wer']:.1f} [{r['wer_low']:.1f}, "
             f"{r['wer_high']:.1f}] | {delta} | {r['loops']} | {r['seconds_per_clip']:.3f} | "
             f"{r['seconds_per_audio_second']:.3f} | {r['speedup']:.2f}x | {mem} |"
         )

@@ -29,6 +29,7 @@ from bench.results_sections import (
 )
 from bench.results_stats import comparisons, held_out_sets, set_figure, transcript_scores
 from bench.results_tables import pct, set_section, stage_table
+from bench.results_variants import variants_section
 from distilflow.export.report import ExportVerification, verification_from_dict
 from distilflow.student.report import StudentReport
 
@@ -269,6 +270,7 @@ def render(
     if f["labelling"]:
         out += labelling_section(f["labelling"])
     out += deployed_section(f.get("deployed"), f.get("context"))
+    out += variants_section(f.get("context"), f.get("deployed"))
     out += run_section(f, student, export)
     out += closing_section(f, metrics, student)
     return "\n".join(out)

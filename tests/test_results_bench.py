@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from bench.results_depth_page import default_depth
@@ -497,3 +498,57 @@ def test_deployed_figures_leave_out_clips_without_reference_words() -> None:
     assert base["wer"] == 0.0 and base["seconds_per_clip"] == 1.0
     other = figures(clips, ["red", ""], 1.0, 4.0, base)
     assert other["wer"] == 50.0 and other["speedup_over_baseline"] == 2.0
+
+
+def test_variants_carry_earlier_rows_and_compare_on_the_same_clips() -> None:
+    """An earlier run's variant rows join a later benchmark on the same clips (their speed-up
+    against their own baseline); each variant's test Δ to dynamic-6 is paired clip by clip."""
+    from bench.results_deployed import deployed_rows, goal_verdicts
+    from bench.results_variants import carry_rows, paired_difference, variants_section
+
+    refs = ["red cat sat", "blue dog ran", "green fox hid", "old man sang"]
+    clips = [{"id": f"c{i}", "language": "en", "reference": r} for i, r in enumerate(refs)]
+
+    def run(date: str, rows: dict, texts: dict) -> dict:
+        transcripts = [c | {row: texts[row][i] for row in texts} for i, c in enumerate(clips)]
+        sets = {"test": {"clips": 4, "baseline": "faster-whisper", "rows": rows,
+                         "transcripts": transcripts}}  # fmt: skip
+        return {"date": date, "sets": sets, "peak_rss_mb": dict.fromkeys(rows, 100.0)}
+
+    f = {"wer": 0.0, "wer_low": 0.0, "wer_high": 0.0, "loops": 0,
+         "seconds_per_audio_second": 0.1}  # fmt: skip
+    earlier = run(
+        "2026-12-04",
+        {"faster-whisper": f | {"seconds_per_clip": 2.0},
+         "dynamic-6 ct2": f | {"seconds_per_clip": 0.5, "speedup_over_baseline": 4.0}},
+        {"faster-whisper": refs, "dynamic-6 ct2": ["red cat sat", "blue dog", "green fox hid",
+                                                   "old man sang"]},
+    )  # fmt: skip
+    fresh = run(
+        "2026-12-05",
+        {"faster-whisper": f | {"seconds_per_clip": 1.0},
+         "dynamic-6-l2s ct2": f | {"seconds_per_clip": 0.5, "speedup_over_baseline": 2.0,
+                                   "minus_baseline": {"estimate": 0, "low": 0, "high": 0}}},
+        {"faster-whisper": refs, "dynamic-6-l2s ct2": refs},
+    )  # fmt: skip
+    out, carried = carry_rows(fresh, earlier)
+    assert carried == ["dynamic-6 ct2"] and "dynamic-6 ct2" not in fresh["sets"]["test"]["rows"]
+    test = out["sets"]["test"]
+    assert test["rows"]["dynamic-6 ct2"]["run"] == "2026-12-04"
+    assert test["transcripts"][1]["dynamic-6 ct2"] == "blue dog"
+    diff = paired_difference(test, "dynamic-6 ct2", "dynamic-6-l2s ct2")
+    assert diff is not None and diff["estimate"] == pytest.approx(-100 / 12)  # one word fewer
+    rows = deployed_rows(out)
+    verdict = next(v for v in goal_verdicts(rows, "faster-whisper") if "`dynamic-6 ct2`" in v)
+    assert "4.00x" in verdict  # against its own run's baseline (2.0 s), not today's (1.0 s)
+    other = dict(earlier, sets={"test": dict(earlier["sets"]["test"], transcripts=clips[:3])})
+    assert carry_rows(fresh, other)[1] == []  # other clips: nothing is carried
+    context = {
+        "dynamic-6": {"best_step": 200, "dev_wer_mean": 0.2, "dev_wer": {"en": 0.2},
+                      "train_s": 2000.0},
+        "dynamic-6-l2s": {"best_step": 200, "steps": 200, "dev_wer_mean": 0.1,
+                          "dev_wer": {"en": 0.1}, "train_s": 1000.0},
+    }  # fmt: skip
+    page = "\n".join(variants_section(context, out))
+    assert "| dynamic-6-l2s | as dynamic-6, plus sentence-level" in page
+    assert "| 200 | 10.0 | 5.0 | -8.3 [" in page and "| dynamic-6-l2s | 10.0 |" in page

@@ -1,0 +1,150 @@
+"""The results page's "which choice gives what" of the dynamic-context models (issues 21, 23).
+
+Each variant of ``bench.results_context`` changes one thing of ``dynamic-6`` (the teacher made
+fast: its decoder frozen, the whole encoder trained by self-distillation): only the top two
+encoder layers and the norms trained (``dynamic-6-top2``), or the Distill-L2S text-alignment
+term with a real multilingual sentence encoder added (``dynamic-6-l2s``). Compared at the same
+step: dev WER, training time, and on the test splits the paired WER difference to
+``dynamic-6`` on the same clips (from ``bench.deployed``'s transcripts).
+
+Variants trained on another day are carried into a later deployed benchmark from the results
+record (their rows keep their own run's speed-up, marked), when both runs scored the same clips:
+the 2-CPU machine cannot retrain every variant in one session. Pure but for nothing: every
+function here reads dictionaries.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from distilflow.stats import paired_bootstrap
+from distilflow.text import clip_error_counts
+
+REFERENCE = "dynamic-6"  # what each variant changes one thing of
+BACKEND = " ct2"  # bench.deployed's row name of a model served through ctranslate2
+WHAT: dict[str, str] = {
+    "dynamic-6": "whole encoder trained (self-distillation)",
+    "dynamic-6-top2": "top 2 encoder layers + norms trained",
+    "dynamic-6-l2s": "as dynamic-6, plus sentence-level Distill-L2S (USE multilingual v3)",
+}
+
+
+def clip_ids(deployed_set: Mapping[str, Any]) -> list[str]:
+    return [str(t["id"]) for t in deployed_set.get("transcripts") or []]
+
+
+def carry_rows(
+    fresh: Mapping[str, Any], earlier: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], list[str]]:
+    """``fresh`` with the rows of ``earlier`` it lacks, in each set where both scored the same
+    clips; each carried row is marked with its run's date (its speed-up stays against its own
+    run's baseline). Returns (deployed, carried row names). Pure."""
+    out = copy.deepcopy(dict(fresh))
+    carried: set[str] = set()
+    if not earlier:
+        return out, []
+    for name, s in out.get("sets", {}).items():
+        old = (earlier.get("sets") or {}).get(name)
+        if not old or clip_ids(old) != clip_ids(s) or not clip_ids(s):
+            continue
+        for row, figures in old["rows"].items():
+            if row in s["rows"]:
+                continue
+            s["rows"][row] = dict(figures) | {
+                "run": earlier.get("date"),
+                "baseline_seconds_per_clip": old["rows"][old["baseline"]]["seconds_per_clip"],
+            }
+            for mine, theirs in zip(s["transcripts"], old["transcripts"], strict=True):
+                mine[row] = theirs[row]
+            carried.add(row)
+            mem = (earlier.get("peak_rss_mb") or {}).get(row)
+            out.setdefault("peak_rss_mb", {})[row] = mem
+    return out, sorted(carried)
+
+
+def paired_difference(
+    deployed_set: Mapping[str, Any], row_a: str, row_b: str
+) -> dict[str, float] | None:
+    """WER(b) − WER(a) in points on the set's clips, with its paired-bootstrap 95 % interval
+    (clips whose reference normalises to nothing left out, as the corpus WER does). Pure."""
+    errors_a, errors_b, words = [], [], []
+    for t in deployed_set.get("transcripts") or []:
+        if row_a not in t or row_b not in t:
+            return None
+        ea, w = clip_error_counts(t["language"], t["reference"], t[row_a])
+        eb, _ = clip_error_counts(t["language"], t["reference"], t[row_b])
+        if w > 0:
+            errors_a.append(ea)
+            errors_b.append(eb)
+            words.append(w)
+    diff = paired_bootstrap(errors_a, errors_b, words)
+    if diff is None:
+        return None
+    return {"estimate": 100 * diff.estimate, "low": 100 * diff.low, "high": 100 * diff.high}
+
+
+def seconds_per_step(variant: Mapping[str, Any]) -> float | None:
+    """Training wall time per step (the run's time over its steps, dev evaluations included; a
+    run stopped early and recorded without its step count: up to its last evaluation). Pure."""
+    steps = variant.get("steps") or variant.get("best_step")
+    return variant["train_s"] / steps if steps and variant.get("train_s") else None
+
+
+def variants_section(
+    context: Mapping[str, Any] | None, deployed: Mapping[str, Any] | None
+) -> list[str]:
+    """``## Which choice gives what`` of the page: one row per variant."""
+    if not context or REFERENCE not in context or len(context) < 2:
+        return []
+    sets = sorted((deployed or {}).get("sets", {}))
+    head = "| variant | what changes | step | dev WER % | s / step |"
+    rule = "| --- | --- | ---: | ---: | ---: |"
+    for name in sets:
+        head += f" Δ test WER vs {REFERENCE}, {name} |"
+        rule += " ---: |"
+    out = [
+        "## Which choice gives what: dynamic-context variants",
+        "",
+        f"Each variant changes one thing of `{REFERENCE}` and trains on the same data with the "
+        "same options for the same steps (`bench/results_context.py`). Dev WER: the student "
+        "stage's own evaluation of the step's checkpoint (macro mean over languages); Δ: paired "
+        "difference on the deployed benchmark's test clips (ctranslate2 int8), negative is "
+        "better, with its 95 % interval.",
+        "",
+        head,
+        rule,
+    ]
+    for name, v in sorted(context.items()):
+        per_step = seconds_per_step(v)
+        line = (
+            f"| {name} | {WHAT.get(name, '')} | {v['best_step']} | "
+            f"{100 * v['dev_wer_mean']:.1f} | " + (f"{per_step:.1f}" if per_step else "?") + " |"
+        )
+        for set_name in sets:
+            s = deployed["sets"][set_name] if deployed else {}
+            diff = (
+                paired_difference(s, REFERENCE + BACKEND, name + BACKEND)
+                if name != REFERENCE
+                else None
+            )
+            line += (
+                f" {diff['estimate']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}] |"
+                if diff
+                else " — |"
+            )
+        out.append(line)
+    dev = {name: v["dev_wer"] for name, v in sorted(context.items())}
+    langs = sorted({lang for wer in dev.values() for lang in wer})
+    out += [
+        "",
+        "Dev WER % by language:",
+        "",
+        "| variant | " + " | ".join(langs) + " |",
+        "| --- | " + " | ".join("---:" for _ in langs) + " |",
+    ]
+    for name, wer in dev.items():
+        cells = " | ".join(f"{100 * wer[lang]:.1f}" if lang in wer else "—" for lang in langs)
+        out.append(f"| {name} | {cells} |")
+    return [*out, ""]
