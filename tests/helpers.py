@@ -279,3 +279,13 @@ def copy_project(template: Path, tmp_path: Path) -> Path:
     accept_random_labels(raw, tmp_path)
     write_params(proj / "params.yaml", raw)
     return proj
+
+
+class Recorder:
+    """Keeps what a trainer logs (the Tracker protocol, in memory)."""
+
+    def __init__(self) -> None:
+        self.metrics: list[dict[str, float]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.append(metrics)

