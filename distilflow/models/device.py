@@ -12,6 +12,11 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+TRAIN_ONLY = "distilflow_l2s."  # a head attached for training (Distill-L2S), never saved
+
+
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of distinct parameters (tied weights counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Number of distinct parameters (tied weights counted once), without a training-only head
+    attached for a loss (Distill-L2S's ``distilflow_l2s``: never saved with the model)."""
+    served = {id(p): p for n, p in model.named_parameters() if not n.startswith(TRAIN_ONLY)}
+    return sum(p.numel() for p in served.values())

@@ -24,6 +24,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from transformers.initialization import no_init_weights
 
 from distilflow.models.convert import atomic_dir
+from distilflow.models.device import TRAIN_ONLY
 
 SIDE_FILE = "distilflow_student.json"
 RECORD = "distilflow_student"  # config attribute holding the provenance record
@@ -148,9 +149,6 @@ def _load_strict(student: WhisperForConditionalGeneration, state: dict[str, torc
 def _id(model: Any) -> str | None:
     name = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", ""))
     return name or None
-
-
-TRAIN_ONLY = "distilflow_l2s."  # submodules attached for training, never saved with the model
 
 
 def save_student(
