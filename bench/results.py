@@ -157,8 +157,7 @@ def main() -> None:
             inputs = (stage_lock(proj, "filter"), source("results_context"), source("deployed"))
             key = phase_key(*inputs, str(args.test_per_language))
             run_phase(
-                work, phase, key, forced,
-                lambda p=phase: run_context_and_deployed(work, p, args.test_per_language),
+                work, phase, key, forced, lambda p=phase: run_context_and_deployed(work, p),
             )  # fmt: skip
     if "page" in phases:
         from bench.results_page import write_page
