@@ -6,6 +6,7 @@ the teacher, measured by ``bench.deployed`` on the run's test splits. Pure but f
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def run_context_and_deployed(work: Path, phase: str, n: int = DEPLOYED_CLIPS) ->
     from bench.deployed import main as deployed
     from bench.results_context import RECORD
     from bench.results_record import read_record
-    from bench.results_variants import carry_rows
+    from bench.results_variants import carry_rows, with_teacher_differences
 
     context = json.loads((work / "context.json").read_text())
     models = [
@@ -41,9 +42,10 @@ def run_context_and_deployed(work: Path, phase: str, n: int = DEPLOYED_CLIPS) ->
     deployed(["--models", "teacher=pypi:whisper-base", *models, *args])
     fresh = json.loads((work / "deployed.json").read_text())
     out, carried = carry_rows(fresh, (read_record(RECORD) or {}).get("deployed"))
-    if carried:
-        out["carried"] = carried
-        (work / "deployed.json").write_text(json.dumps(out, indent=1) + "\n")
+    out = with_teacher_differences(out)
+    out["carried"] = carried
+    out["command"] = " ".join(["python -m bench.results", *sys.argv[1:]])  # what made it
+    (work / "deployed.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
 
 

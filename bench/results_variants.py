@@ -4,8 +4,10 @@ Each variant of ``bench.results_context`` changes one thing of ``dynamic-6`` (th
 fast: its decoder frozen, the whole encoder trained by self-distillation): only the top two
 encoder layers and the norms trained (``dynamic-6-top2``), or the Distill-L2S text-alignment
 term with a real multilingual sentence encoder added (``dynamic-6-l2s``). Compared at the same
-step: dev WER, training time, and on the test splits the paired WER difference to
-``dynamic-6`` on the same clips (from ``bench.deployed``'s transcripts).
+step: dev WER, training time, and on the test splits the paired WER difference to the teacher
+served the same way in the same benchmark run (``bench.deployed``'s transcripts): int8 results
+differ between machines, so variants measured on different days are compared through their own
+run's teacher, never with each other directly.
 
 Variants trained on another day are carried into a later deployed benchmark from the results
 record (their rows keep their own run's speed-up, marked), when both runs scored the same clips:
@@ -24,6 +26,7 @@ from distilflow.text import clip_error_counts
 
 REFERENCE = "dynamic-6"  # what each variant changes one thing of
 BACKEND = " ct2"  # bench.deployed's row name of a model served through ctranslate2
+TEACHER = "teacher" + BACKEND  # the teacher served the same way (padded), in the same run
 WHAT: dict[str, str] = {
     "dynamic-6": "whole encoder trained (self-distillation)",
     "dynamic-6-top2": "top 2 encoder layers + norms trained",
@@ -54,7 +57,9 @@ def carry_rows(
                 continue
             s["rows"][row] = dict(figures) | {
                 "run": earlier.get("date"),
+                "run_machine": earlier.get("machine"),
                 "baseline_seconds_per_clip": old["rows"][old["baseline"]]["seconds_per_clip"],
+                "minus_teacher": paired_difference(old, TEACHER, row),  # in its own run
             }
             for mine, theirs in zip(s["transcripts"], old["transcripts"], strict=True):
                 mine[row] = theirs[row]
@@ -62,6 +67,17 @@ def carry_rows(
             mem = (earlier.get("peak_rss_mb") or {}).get(row)
             out.setdefault("peak_rss_mb", {})[row] = mem
     return out, sorted(carried)
+
+
+def with_teacher_differences(deployed: Mapping[str, Any]) -> dict[str, Any]:
+    """``deployed`` with each model row's paired WER difference to the teacher served the same
+    way in the same run (``minus_teacher``; a carried row keeps its own run's). Pure."""
+    out = copy.deepcopy(dict(deployed))
+    for s in out.get("sets", {}).values():
+        for row, figures in s["rows"].items():
+            if row not in (TEACHER, s["baseline"]) and "minus_teacher" not in figures:
+                figures["minus_teacher"] = paired_difference(s, TEACHER, row)
+    return out
 
 
 def paired_difference(
@@ -102,16 +118,21 @@ def variants_section(
     head = "| variant | what changes | step | dev WER % | s / step |"
     rule = "| --- | --- | ---: | ---: | ---: |"
     for name in sets:
-        head += f" Δ test WER vs {REFERENCE}, {name} |"
-        rule += " ---: |"
+        head += f" Δ {name} WER vs teacher | speed-up, {name} |"
+        rule += " ---: | ---: |"
     out = [
         "## Which choice gives what: dynamic-context variants",
         "",
         f"Each variant changes one thing of `{REFERENCE}` and trains on the same data with the "
         "same options for the same steps (`bench/results_context.py`). Dev WER: the student "
-        "stage's own evaluation of the step's checkpoint (macro mean over languages); Δ: paired "
-        "difference on the deployed benchmark's test clips (ctranslate2 int8), negative is "
-        "better, with its 95 % interval.",
+        "stage's own evaluation of the step's checkpoint (macro mean over languages; the "
+        "teacher's on the same dev clips is beside each run in the list above); s / step: the "
+        "run's wall time over its steps, evaluations included. Δ: paired WER difference on "
+        "the deployed benchmark's test clips to the teacher served the same way in the same "
+        "run (ctranslate2 int8, padded), negative is better, with its 95 % interval; speed-up: "
+        "against that run's faster-whisper. int8 results differ from machine to machine (a run "
+        "on another CPU changed 39 of the 150 asterisk transcripts of faster-whisper itself), so "
+        "a variant is compared with the teacher of its own run, never across runs.",
         "",
         head,
         rule,
@@ -124,16 +145,18 @@ def variants_section(
         )
         for set_name in sets:
             s = deployed["sets"][set_name] if deployed else {}
-            diff = (
-                paired_difference(s, REFERENCE + BACKEND, name + BACKEND)
-                if name != REFERENCE
-                else None
-            )
+            f = (s.get("rows") or {}).get(name + BACKEND)
+            if f is None:
+                line += " — | — |"
+                continue
+            diff = f.get("minus_teacher")
             line += (
                 f" {diff['estimate']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}] |"
                 if diff
                 else " — |"
             )
+            run = f" ({f['run']} run)" if f.get("run") else ""
+            line += f" {f.get('speedup_over_baseline', 1.0):.2f}x{run} |"
         out.append(line)
     dev = {name: v["dev_wer"] for name, v in sorted(context.items())}
     langs = sorted({lang for wer in dev.values() for lang in wer})

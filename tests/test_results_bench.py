@@ -502,9 +502,15 @@ def test_deployed_figures_leave_out_clips_without_reference_words() -> None:
 
 def test_variants_carry_earlier_rows_and_compare_on_the_same_clips() -> None:
     """An earlier run's variant rows join a later benchmark on the same clips (their speed-up
-    against their own baseline); each variant's test Δ to dynamic-6 is paired clip by clip."""
+    against their own baseline); each variant's test Δ is paired, clip by clip, with the teacher
+    of its own run."""
     from bench.results_deployed import deployed_rows, goal_verdicts
-    from bench.results_variants import carry_rows, paired_difference, variants_section
+    from bench.results_variants import (
+        carry_rows,
+        paired_difference,
+        variants_section,
+        with_teacher_differences,
+    )
 
     refs = ["red cat sat", "blue dog ran", "green fox hid", "old man sang"]
     clips = [{"id": f"c{i}", "language": "en", "reference": r} for i, r in enumerate(refs)]
@@ -520,21 +526,25 @@ def test_variants_carry_earlier_rows_and_compare_on_the_same_clips() -> None:
     earlier = run(
         "2026-12-04",
         {"faster-whisper": f | {"seconds_per_clip": 2.0},
+         "teacher ct2": f | {"seconds_per_clip": 2.0},
          "dynamic-6 ct2": f | {"seconds_per_clip": 0.5, "speedup_over_baseline": 4.0}},
-        {"faster-whisper": refs, "dynamic-6 ct2": ["red cat sat", "blue dog", "green fox hid",
-                                                   "old man sang"]},
+        {"faster-whisper": refs, "teacher ct2": refs,
+         "dynamic-6 ct2": ["red cat sat", "blue dog", "green fox hid", "old man sang"]},
     )  # fmt: skip
     fresh = run(
         "2026-12-05",
         {"faster-whisper": f | {"seconds_per_clip": 1.0},
+         "teacher ct2": f | {"seconds_per_clip": 1.0},
          "dynamic-6-l2s ct2": f | {"seconds_per_clip": 0.5, "speedup_over_baseline": 2.0,
                                    "minus_baseline": {"estimate": 0, "low": 0, "high": 0}}},
-        {"faster-whisper": refs, "dynamic-6-l2s ct2": refs},
+        {"faster-whisper": refs, "teacher ct2": ["red cat", *refs[1:]], "dynamic-6-l2s ct2": refs},
     )  # fmt: skip
     out, carried = carry_rows(fresh, earlier)
     assert carried == ["dynamic-6 ct2"] and "dynamic-6 ct2" not in fresh["sets"]["test"]["rows"]
     test = out["sets"]["test"]
-    assert test["rows"]["dynamic-6 ct2"]["run"] == "2026-12-04"
+    carried_row = test["rows"]["dynamic-6 ct2"]
+    assert carried_row["run"] == "2026-12-04"
+    assert carried_row["minus_teacher"]["estimate"] == pytest.approx(100 / 12)  # its own teacher
     assert test["transcripts"][1]["dynamic-6 ct2"] == "blue dog"
     diff = paired_difference(test, "dynamic-6 ct2", "dynamic-6-l2s ct2")
     assert diff is not None and diff["estimate"] == pytest.approx(-100 / 12)  # one word fewer
@@ -549,6 +559,8 @@ def test_variants_carry_earlier_rows_and_compare_on_the_same_clips() -> None:
         "dynamic-6-l2s": {"best_step": 200, "steps": 200, "dev_wer_mean": 0.1,
                           "dev_wer": {"en": 0.1}, "train_s": 1000.0},
     }  # fmt: skip
-    page = "\n".join(variants_section(context, out))
+    page = "\n".join(variants_section(context, with_teacher_differences(out)))
     assert "| dynamic-6-l2s | as dynamic-6, plus sentence-level" in page
-    assert "| 200 | 10.0 | 5.0 | -8.3 [" in page and "| dynamic-6-l2s | 10.0 |" in page
+    assert "| 200 | 10.0 | 5.0 | -8.3 [" in page  # today's teacher missed a word l2s did not
+    assert "| 200 | 20.0 | 10.0 | +8.3 [" in page and "4.00x (2026-12-04 run)" in page
+    assert "| dynamic-6-l2s | 10.0 |" in page
