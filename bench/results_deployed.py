@@ -136,9 +136,9 @@ def deployed_section(
         'consumer with `backend="ctranslate2"` (int8; a dynamic-context model fed the clip\'s '
         "own length plus its margin). WER % with its bootstrap 95 % interval; Δ: paired "
         "difference to the baseline on the same clips; loops: transcripts whose compression "
-        "ratio is above 2.4; memory: the row alone in a fresh process. A row marked with a "
-        "date is an earlier run's, on the same clips, its speed-up against that run's own "
-        "baseline.",
+        "ratio is above 2.4; memory: the row alone in a fresh process. A row marked "
+        '"earlier run" is from a benchmark run before this one (maybe on another CPU), on the '
+        "same clips, its speed-up against that run's own baseline.",
         "",
         "| model | set | clips | WER % [95 % CI] | Δ vs baseline | loops | s / clip | "
         "s / audio s | speed-up | peak MB |",
@@ -151,7 +151,7 @@ def deployed_section(
             else "—"
         )
         mem = f"{r['peak_rss_mb']:.0f}" if r["peak_rss_mb"] else "?"
-        name = f"{r['row']} ({r['run']} run)" if r["run"] else r["row"]
+        name = f"{r['row']} (earlier run, {r['run']})" if r["run"] else r["row"]
         out.append(
             f"| {name} | {r['set']} | {r['clips']} | {r['wer']:.1f} [{r['wer_low']:.1f}, "
             f"{r['wer_high']:.1f}] | {delta} | {r['loops']} | {r['seconds_per_clip']:.3f} | "

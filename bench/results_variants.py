@@ -155,7 +155,7 @@ def variants_section(
                 if diff
                 else " — |"
             )
-            run = f" ({f['run']} run)" if f.get("run") else ""
+            run = f" (earlier run, {f['run']})" if f.get("run") else ""
             line += f" {f.get('speedup_over_baseline', 1.0):.2f}x{run} |"
         out.append(line)
     dev = {name: v["dev_wer"] for name, v in sorted(context.items())}

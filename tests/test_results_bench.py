@@ -562,5 +562,5 @@ def test_variants_carry_earlier_rows_and_compare_on_the_same_clips() -> None:
     page = "\n".join(variants_section(context, with_teacher_differences(out)))
     assert "| dynamic-6-l2s | as dynamic-6, plus sentence-level" in page
     assert "| 200 | 10.0 | 5.0 | -8.3 [" in page  # today's teacher missed a word l2s did not
-    assert "| 200 | 20.0 | 10.0 | +8.3 [" in page and "4.00x (2026-12-04 run)" in page
+    assert "| 200 | 20.0 | 10.0 | +8.3 [" in page and "4.00x (earlier run, 2026-12-04)" in page
     assert "| dynamic-6-l2s | 10.0 |" in page
