@@ -9,10 +9,10 @@ served the same way in the same benchmark run (``bench.deployed``'s transcripts)
 differ between machines, so variants measured on different days are compared through their own
 run's teacher, never with each other directly.
 
-Variants trained on another day are carried into a later deployed benchmark from the results
-record (their rows keep their own run's speed-up, marked), when both runs scored the same clips:
-the 2-CPU machine cannot retrain every variant in one session. Pure but for nothing: every
-function here reads dictionaries.
+Variants trained in an earlier session are carried into a later deployed benchmark from the
+results record (their rows keep their own run's speed-up and teacher difference, marked), when
+both runs scored the same clips: the 2-CPU machine cannot retrain every variant in one session.
+Every function here is pure.
 """
 
 from __future__ import annotations
