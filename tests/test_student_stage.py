@@ -254,3 +254,27 @@ def test_padded_student_records_its_kind(prepared: Path) -> None:
     if not side.exists():
         pytest.skip("the flow test did not run first")
     assert json.loads(side.read_text(encoding="utf-8"))["audio_context"] == "padded"
+
+
+def test_teacher_dev_wer_is_read_from_the_cache(tmp_path: Path) -> None:
+    """A kept teacher dev WER is read, not decoded again (this run has no model to decode with:
+    reaching the decoder would fail); another dev split or decoding has another key."""
+    from types import SimpleNamespace
+
+    from distilflow.decoding.greedy import EvalClip
+    from distilflow.decoding.loop_guard import DEFAULT_GUARD, LoopGuard
+    from distilflow.student.stage import teacher_dev_path, teacher_dev_wer
+
+    dev = [EvalClip("h1", "fr", "bonjour"), EvalClip("h2", "es", "hola")]
+    path = teacher_dev_path(tmp_path, "teacher-x", dev, 64, DEFAULT_GUARD)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"fr": 0.25, "es": 0.5}', encoding="utf-8")
+    run = SimpleNamespace(
+        teacher=SimpleNamespace(fingerprint="teacher-x", model=None, processor=None),
+        data=SimpleNamespace(dev=list(reversed(dev))),  # the order does not matter
+        teacher_states=None,
+    )
+    assert teacher_dev_wer(run, 64, DEFAULT_GUARD, tmp_path) == {"fr": 0.25, "es": 0.5}
+    assert teacher_dev_path(tmp_path, "teacher-x", dev[:1], 64, DEFAULT_GUARD) != path
+    assert teacher_dev_path(tmp_path, "teacher-x", dev, 32, DEFAULT_GUARD) != path
+    assert teacher_dev_path(tmp_path, "teacher-x", dev, 64, LoopGuard(min_repeats=0)) != path

@@ -114,15 +114,23 @@ def distil(
     return report
 
 
+def teacher_dev_path(
+    cache_dir: Path, teacher_id: str, dev: list[Any], max_new_tokens: int, guard: LoopGuard
+) -> Path:
+    """Where the teacher's dev WER is kept: a hash of the teacher's weights, the dev clips and
+    their references, and the decoding. Pure."""
+    clips = sorted((c.hash, c.language, c.reference) for c in dev)
+    what = json.dumps([teacher_id, clips, max_new_tokens, repr(guard)])
+    return cache_dir / "teacher_dev" / f"{hashlib.sha256(what.encode()).hexdigest()[:24]}.json"
+
+
 def teacher_dev_wer(
     run: StudentRun, max_new_tokens: int, guard: LoopGuard, cache_dir: Path
 ) -> dict[str, float]:
     """The teacher's dev WER by language, kept in ``cache_dir/teacher_dev/`` under a hash of
     what decides it (the teacher's weights, the dev clips and references, the decoding): a
     re-run or another student on the same data does not decode the dev split again."""
-    dev = sorted((c.hash, c.language, c.reference) for c in run.data.dev)
-    what = json.dumps([run.teacher.fingerprint, dev, max_new_tokens, repr(guard)])
-    path = cache_dir / "teacher_dev" / f"{hashlib.sha256(what.encode()).hexdigest()[:24]}.json"
+    path = teacher_dev_path(cache_dir, run.teacher.fingerprint, run.data.dev, max_new_tokens, guard)
     if path.exists():
         return {k: float(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
     loaded = run.teacher
