@@ -46,6 +46,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynamic-6": {"decoder_layers": 6, "freeze_decoder": True},
     # the same with only the top two encoder layers and the norms trained
     "dynamic-6-top2": {"decoder_layers": 6, "freeze_decoder": True, "encoder_top_layers": 2},
+    # a cut decoder (4 of 6 layers, trained) on top: the decoder is most of a dynamic model's
+    # time on CPUs with VNNI; its lr is the cut-decoder students' (docs/student.md)
+    "dynamic-4-top2": {
+        "decoder_layers": 4, "freeze_decoder": False, "encoder_top_layers": 2, "lr": 1e-4,
+    },
     # dynamic-6 plus Distill-L2S, sentence-level, with a real multilingual sentence encoder
     "dynamic-6-l2s": {
         "decoder_layers": 6, "freeze_decoder": True, "l2s_weight": 0.1,

@@ -29,7 +29,8 @@ BACKEND = " ct2"  # bench.deployed's row name of a model served through ctransla
 TEACHER = "teacher" + BACKEND  # the teacher served the same way (padded), in the same run
 WHAT: dict[str, str] = {
     "dynamic-6": "whole encoder trained (self-distillation)",
-    "dynamic-6-top2": "top 2 encoder layers + norms trained",
+    "dynamic-6-top2": "top 2 encoder layers + norms trained (the shipped default)",
+    "dynamic-4-top2": "as dynamic-6-top2, with 4 of the 6 decoder layers (trained, lr 1e-4)",
     "dynamic-6-l2s": "as dynamic-6, plus sentence-level Distill-L2S (USE multilingual v3)",
 }
 

@@ -88,17 +88,9 @@ def by_id(items: list[SourceItem]) -> dict[str, SourceItem]:
 # --- params.yaml ---------------------------------------------------------------------------
 
 
-# The tiny test teachers have 4 decoder layers: a student of the shipped depth (4, chosen for
-# whisper-base's 6) would copy them all, so projects built from the repository's params keep 2.
-TINY_STUDENT_LAYERS = 2
-
-
 def read_params(path: Path = REPO_ROOT / "params.yaml") -> dict[str, Any]:
-    """A params.yaml as plain data, to change and write; the repository's by default, with the
-    student depth of the tiny test teachers (``TINY_STUDENT_LAYERS``)."""
+    """A params.yaml as plain data, to change and write; the repository's by default."""
     raw: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if path == REPO_ROOT / "params.yaml":
-        raw["student"]["decoder_layers"] = TINY_STUDENT_LAYERS
     return raw
 
 

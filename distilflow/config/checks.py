@@ -105,6 +105,11 @@ def _check_student(st: StudentConfig, source: Path) -> None:
     for name in ("encoder_mse", "decoder_mse", "context_margin_s"):
         if not getattr(st, name) >= 0:
             raise ConfigError(f"{source}: student.{name}: must be >= 0")
+    if st.decoder_layers == 0 or st.decoder_layers < -1:
+        raise ConfigError(
+            f"{source}: student.decoder_layers: -1 (every teacher layer) or a count >= 1, "
+            f"got {st.decoder_layers}"
+        )
     if st.encoder_top_layers < -1:
         raise ConfigError(f"{source}: student.encoder_top_layers: -1 (all) or a count >= 0")
     if st.freeze_decoder and st.freeze_encoder:

@@ -98,7 +98,7 @@ class StudentConfig:
     """Student distillation (Distil-Whisper): a shallow-decoder copy learns from the teacher."""
 
     init: str  # "teacher": copy the teacher; else a model reference sharing its tokenizer
-    decoder_layers: int  # teacher decoder layers to keep, maximally spaced (first and last kept)
+    decoder_layers: int  # teacher decoder layers kept, maximally spaced (first, last); -1 all
     layer_ids: list[int]  # explicit teacher layers to copy; overrides decoder_layers when not []
     out_dir: str  # best/ (the model), checkpoints/last/, metrics.json, report.json
     freeze_encoder: bool  # train the decoder only (the encoder stays the teacher's)

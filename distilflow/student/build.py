@@ -37,14 +37,17 @@ def layer_map(teacher_layers: int, student_layers: int) -> list[int]:
     Distil-Whisper's map (``np.linspace(0, n - 1, k, dtype=int)``, last forced to ``n - 1``),
     computed exactly in integers: layer ``i`` of the student is teacher layer
     ``floor(i * (n - 1) / (k - 1))``. 6 -> 2: [0, 5]; 6 -> 3: [0, 2, 5]; 32 -> 2: [0, 31];
-    k == n: every layer. k == 1 keeps the last layer, the one that feeds the output projection.
+    k == n or k == -1: every layer. k == 1 keeps the last layer, the one that feeds the output
+    projection.
     """
     if teacher_layers < 1:
         raise ValueError(f"teacher must have at least one decoder layer, got {teacher_layers}")
+    if student_layers == -1:
+        student_layers = teacher_layers
     if not 1 <= student_layers <= teacher_layers:
         raise ValueError(
-            f"student decoder layers must be between 1 and the teacher's {teacher_layers}, "
-            f"got {student_layers}"
+            f"student decoder layers must be between 1 and the teacher's {teacher_layers} "
+            f"(or -1: every one), got {student_layers}"
         )
     if student_layers == 1:
         return [teacher_layers - 1]
