@@ -217,6 +217,43 @@ def test_experts_folder_calls_the_hook(registered: Registered, tmp_path: Path) -
     )
 
 
+def test_ctranslate2_backend_serves_a_language_with_its_experts_merged(
+    registered: Registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A champion with experts on the ctranslate2 backend: a language with experts decodes
+    through its own int8 conversion, the experts merged (the same tokens as converting the
+    merged torch model); a language without, through the plain conversion."""
+    from distilflow.decoding.ct2 import Ct2Whisper
+    from distilflow.export.convert import export_ct2
+    from distilflow.models import load_whisper
+    from distilflow.models.experts import merge_language, use_language
+
+    monkeypatch.setenv("DISTILFLOW_CACHE", str(tmp_path / "cache"))
+    audio = clip()
+    uri = f"models:/{NAME}@challenger"
+    fast = load_registered(uri, tmp_path / "dl", tracking=registered.uri, backend="ctranslate2")
+    fr = fast.ct2_for("fr")
+    assert fast.ct2 is not None and fr is not None and fr is not fast.ct2
+    assert fast.ct2_for("fr") is fr and fast.ct2_for("en") is fast.ct2  # converted once
+    assert (
+        json.loads((fr.directory / "distilflow_export.json").read_text("utf-8"))["language"] == "fr"
+    )
+    reference = load_whisper(str(registered.second_dir)).model
+    assert use_language(reference, registered.second_dir / "experts", "fr")
+    merged = export_ct2(
+        None, tmp_path / "merged", "int8", model=(merge_language(reference), fast.processor)
+    )
+    expected = Ct2Whisper(merged, reference.generation_config).generate(
+        fast.features(audio), "fr", TOKENS
+    )
+    tokenizer = fast.processor.tokenizer
+    want = tokenizer.decode(fast.guard.trim(expected[0]), skip_special_tokens=True).strip()
+    assert fast.transcribe(audio, "fr", max_new_tokens=TOKENS) == want
+    plain = fast.ct2.generate(fast.features(audio), "en", TOKENS)
+    want_en = tokenizer.decode(fast.guard.trim(plain[0]), skip_special_tokens=True).strip()
+    assert fast.transcribe(audio, "en", max_new_tokens=TOKENS) == want_en
+
+
 def test_register_task_writes_decision_json(
     tracking: TrackingConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

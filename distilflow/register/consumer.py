@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,19 +45,49 @@ EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
 Backend = Literal["transformers", "ctranslate2"]
 
 
+def ct2_cache_dir(cache_dir: Path | str | None = None) -> Path:
+    """Where serving conversions are kept: ``cache_dir``, else ``$DISTILFLOW_CACHE/ct2`` or
+    ``~/.cache/distilflow/ct2``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("DISTILFLOW_CACHE") or Path.home() / ".cache" / "distilflow"
+    return Path(base) / "ct2"
+
+
 def serving_export(directory: Path, cache_dir: Path | str | None = None) -> Path:
     """A CTranslate2 int8 conversion of the model in ``directory``, made once and kept under
-    ``cache_dir`` (default ``$DISTILFLOW_CACHE/ct2`` or ``~/.cache/distilflow/ct2``) by the
-    fingerprint of its weights; its ``distilflow_export.json`` records the audio context."""
+    :func:`ct2_cache_dir` by the fingerprint of its weights; its ``distilflow_export.json``
+    records the audio context."""
     from distilflow.export.convert import export_ct2
     from distilflow.models.load import transformers_dir_fingerprint
 
-    if cache_dir is None:
-        base = os.environ.get("DISTILFLOW_CACHE") or Path.home() / ".cache" / "distilflow"
-        cache_dir = Path(base) / "ct2"
-    target = Path(cache_dir) / f"{transformers_dir_fingerprint(directory)}-int8"
+    target = ct2_cache_dir(cache_dir) / f"{transformers_dir_fingerprint(directory)}-int8"
     if not (target / "model.bin").is_file():
         export_ct2(directory, target, "int8")
+    return target
+
+
+def language_export(
+    model: WhisperForConditionalGeneration,
+    processor: WhisperProcessor,
+    directory: Path,
+    experts_file: Path,
+    cache_dir: Path | str | None = None,
+) -> Path:
+    """A CTranslate2 int8 conversion of ``model`` with one language's experts merged into plain
+    feed-forward weights (as ``distilflow export --language``), made once and kept by the
+    fingerprints of the weights and of the experts file. ``model`` must already be routed to
+    that language (:func:`route_experts`); it is not changed."""
+    from distilflow.export.convert import export_ct2
+    from distilflow.models.experts import merge_language
+    from distilflow.models.load import file_sha256, transformers_dir_fingerprint
+
+    language = experts_file.stem
+    key = f"{transformers_dir_fingerprint(directory)}-{language}-{file_sha256(experts_file)[:16]}"
+    target = ct2_cache_dir(cache_dir) / f"{key}-int8"
+    if not (target / "model.bin").is_file():
+        merged = merge_language(model)
+        export_ct2(None, target, "int8", model=(merged, processor), language=language)
     return target
 
 
@@ -96,6 +126,9 @@ class RegisteredWhisper:
     guard: LoopGuard = DEFAULT_GUARD  # a transcript that starts to loop is ended, repeats cut
     longform: LongForm = DEFAULT_LONGFORM  # audio over 30 s: fallback and thresholds
     ct2: Ct2Whisper | None = None  # backend ctranslate2: clips up to 30 s decode through it
+    ct2_threads: int = 0  # CTranslate2's CPU threads (0: its default)
+    # backend ctranslate2 with experts: each language's conversion, experts merged
+    ct2_languages: dict[str, Ct2Whisper] = field(default_factory=dict)
 
     @classmethod
     def from_dir(
@@ -113,7 +146,10 @@ class RegisteredWhisper:
         ``max_new_tokens`` and ``guard`` given here win. ``backend`` ``ctranslate2``: clips up
         to 30 s decode through a CTranslate2 int8 conversion of the weights (made once, cached
         by their fingerprint: :func:`serving_export`), a dynamic-context model on the clip's own
-        length plus its margin; longer audio stays with transformers' long-form decoding.
+        length plus its margin; longer audio stays with transformers' long-form decoding. A
+        model with per-language experts decodes a language that has experts through its own
+        conversion, the experts merged into the feed-forward weights (:func:`language_export`:
+        exact where the language's gates are open, as the export stage verifies).
         ``threads``: CTranslate2's CPU threads (0: its default).
         """
         directory = Path(directory)
@@ -130,13 +166,7 @@ class RegisteredWhisper:
         model.eval()  # type: ignore[no-untyped-call]
         experts = directory / EXPERTS_DIR
         ct2 = None
-        if backend == "ctranslate2":
-            if experts.is_dir():
-                raise ValueError(
-                    f"{directory}: per-language experts do not run on the ctranslate2 backend; "
-                    "export one language with its experts merged (distilflow export "
-                    "--language fr) or use backend transformers"
-                )
+        if backend == "ctranslate2":  # experts: a conversion a language, made when first asked
             ct2 = Ct2Whisper(serving_export(directory), model.generation_config, threads)
         elif backend != "transformers":
             raise ValueError(f"backend {backend!r}: transformers or ctranslate2")
@@ -149,7 +179,24 @@ class RegisteredWhisper:
             guard=recorded.guard if guard is None else guard,
             longform=recorded.longform,
             ct2=ct2,
+            ct2_threads=threads,
         )
+
+    def ct2_for(self, language: str | None) -> Ct2Whisper | None:
+        """The CTranslate2 model that serves ``language``: its own conversion with its experts
+        merged where the model directory has experts for it, else the plain one (None: backend
+        transformers)."""
+        if self.ct2 is None or self.experts_dir is None or language is None:
+            return self.ct2
+        experts_file = self.experts_dir / f"{language}.safetensors"
+        if not experts_file.is_file():
+            return self.ct2
+        if language not in self.ct2_languages:
+            route_experts(self.model, self.experts_dir, language)
+            ct2_dir = language_export(self.model, self.processor, self.directory, experts_file)
+            gen = self.model.generation_config
+            self.ct2_languages[language] = Ct2Whisper(ct2_dir, gen, self.ct2_threads)
+        return self.ct2_languages[language]
 
     def pcm(self, audio: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
         """16 kHz mono float32 samples of ``audio`` (mono or (n, channels), any rate)."""
@@ -208,6 +255,7 @@ class RegisteredWhisper:
         length buckets (a dynamic-context student then reads only as many frames as the longest
         of them); longer clips one at a time with long-form decoding (:meth:`segments`).
         """
+        ct2 = self.ct2_for(language)  # a conversion with experts routes the model: route after
         if self.experts_dir is not None:
             self.router(self.model, self.experts_dir, language)
         pcms = [self.pcm(a, sampling_rate) for a in audios]
@@ -220,8 +268,8 @@ class RegisteredWhisper:
         for batch in length_batches([pcms[i].size for i in short], batch_size):
             idx = [short[j] for j in batch]
             features = self.batch_features([pcms[i] for i in idx])
-            if self.ct2 is not None:  # the guard on the finished tokens (see decoding/ct2.py)
-                tokens = self.ct2.generate(features, language, budget)
+            if ct2 is not None:  # the guard on the finished tokens (see decoding/ct2.py)
+                tokens = ct2.generate(features, language, budget)
                 rows = [self.guard.trim(t) for t in tokens]
             else:
                 ids = self.model.generate(
