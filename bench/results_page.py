@@ -306,6 +306,15 @@ def intro_section(f: Mapping[str, Any]) -> list[str]:
         f"Budgets (the shipped `params.yaml` with `bench.results_project.OVERRIDES`): "
         f"{f['budgets']}.",
         "",
+        "**The shipped student is no longer the one of these tables.** Since 2026-12-04 "
+        "`params.yaml` ships the dynamic-context teacher made fast (`dynamic-6-top2`: the "
+        "teacher's decoder kept and frozen, the encoder taught to read the clip's own length; "
+        'its figures are in "Deployed speed" and "Which choice gives what" below). The '
+        "tables here, the depth sweep and the speed section were measured with the earlier "
+        "default, 4 decoder layers trained on the padded, frozen encoder, which the results "
+        "run pins (`OVERRIDES`) until its pipeline is rerun on the new default (hours on 2 "
+        "CPUs).",
+        "",
         "![WER per language](results/wer.png)",
         "",
         "## WER on the held-out test sets (%)",
