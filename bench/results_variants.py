@@ -2,7 +2,8 @@
 
 Each variant of ``bench.results_context`` changes one thing of ``dynamic-6`` (the teacher made
 fast: its decoder frozen, the whole encoder trained by self-distillation): only the top two
-encoder layers and the norms trained (``dynamic-6-top2``), or the Distill-L2S text-alignment
+encoder layers and the norms trained (``dynamic-6-top2``, the shipped default), that with 4 of
+the 6 decoder layers kept and trained (``dynamic-4-top2``), or the Distill-L2S text-alignment
 term with a real multilingual sentence encoder added (``dynamic-6-l2s``). Compared at the same
 step: dev WER, training time, and on the test splits the paired WER difference to the teacher
 served the same way in the same benchmark run (``bench.deployed``'s transcripts): int8 results
