@@ -76,6 +76,16 @@ def test_cross_field_rule(tmp_path: Path, raw: dict) -> None:
         load_params(write(tmp_path, raw))
 
 
+@pytest.mark.parametrize("layers", [0, -2])
+def test_student_decoder_layers_is_every_one_or_a_count(
+    tmp_path: Path, raw: dict, layers: int
+) -> None:
+    assert load_params(write(tmp_path, raw)).student.decoder_layers == -1  # shipped: every one
+    raw["student"]["decoder_layers"] = layers
+    with pytest.raises(ConfigError, match=r"student.decoder_layers: -1 \(every teacher layer\)"):
+        load_params(write(tmp_path, raw))
+
+
 def test_long_form_options_are_checked(tmp_path: Path, raw: dict) -> None:
     raw["decode"]["compression_ratio_threshold"] = None  # null turns a threshold off
     assert load_params(write(tmp_path, raw)).decode.compression_ratio_threshold is None
