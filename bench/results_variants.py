@@ -57,11 +57,15 @@ def carry_rows(
         for row, figures in old["rows"].items():
             if row in s["rows"]:
                 continue
-            s["rows"][row] = dict(figures) | {
+            own_run = {
                 "run": earlier.get("date"),
                 "run_machine": earlier.get("machine"),
                 "baseline_seconds_per_clip": old["rows"][old["baseline"]]["seconds_per_clip"],
                 "minus_teacher": paired_difference(old, TEACHER, row),  # in its own run
+            }
+            # a row the earlier run had carried itself keeps the figures of the run that made it
+            s["rows"][row] = dict(figures) | {
+                k: v for k, v in own_run.items() if figures.get(k) is None
             }
             for mine, theirs in zip(s["transcripts"], old["transcripts"], strict=True):
                 mine[row] = theirs[row]

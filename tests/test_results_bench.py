@@ -564,3 +564,12 @@ def test_variants_carry_earlier_rows_and_compare_on_the_same_clips() -> None:
     assert "| 200 | 10.0 | 5.0 | -8.3 [" in page  # today's teacher missed a word l2s did not
     assert "| 200 | 20.0 | 10.0 | +8.3 [" in page and "4.00x (earlier run, 2026-12-04)" in page
     assert "| dynamic-6-l2s | 10.0 |" in page
+    # carried again into a third run: dynamic-6 keeps the run that made it and its own Δ
+    third = run("2026-12-06", {"faster-whisper": f | {"seconds_per_clip": 3.0},
+                               "teacher ct2": f | {"seconds_per_clip": 3.0}},
+                {"faster-whisper": refs, "teacher ct2": ["red", *refs[1:]]})  # fmt: skip
+    again = carry_rows(third, with_teacher_differences(out))[0]["sets"]["test"]["rows"]
+    assert again["dynamic-6 ct2"]["run"] == "2026-12-04"
+    assert again["dynamic-6 ct2"]["baseline_seconds_per_clip"] == 2.0
+    assert again["dynamic-6 ct2"]["minus_teacher"]["estimate"] == pytest.approx(100 / 12)
+    assert again["dynamic-6-l2s ct2"]["run"] == "2026-12-05"
