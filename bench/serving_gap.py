@@ -1,6 +1,7 @@
 """Where our ctranslate2 rows differ from faster-whisper: the weights or the serving path.
 
     python -m bench.serving_gap [--work ~/.cache/distilflow/results] [--ct2 DIR]
+        [--out docs/bench/serving_gap.json]
 
 Reads the deployed benchmark's transcripts (``work/deployed.json``) and runs faster-whisper's
 own ``transcribe`` (as the baseline row) on *our* int8 conversion of the teacher (``--ct2``: the
@@ -14,25 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 
-from bench.deployed import PROJECT, THREADS, test_clips
+from bench.common import provenance, write_result
+from bench.deployed import PROJECT, REPO, THREADS, test_clips
 from distilflow.audio import load_audio
 from distilflow.evaluate.sets import AudioClip
 from distilflow.export.verify import faster_whisper_text
 from distilflow.text import clip_error_counts
 
 
-def macro_wer(clips: list[AudioClip], refs: dict[str, str], hyps: list[str]) -> float:
-    """Macro mean over languages of the corpus WER of each, in %."""
-    errors: dict[str, int] = defaultdict(int)
-    words: dict[str, int] = defaultdict(int)
+def corpus_wer(clips: list[AudioClip], refs: dict[str, str], hyps: list[str]) -> float:
+    """Corpus WER of the clips pooled, in % (as the deployed table's WER column)."""
+    errors = words = 0
     for clip, hyp in zip(clips, hyps, strict=True):
         e, w = clip_error_counts(clip.language, refs[clip.id], hyp)
-        errors[clip.language] += e
-        words[clip.language] += w
-    return 100 * sum(errors[k] / words[k] for k in words) / len(words)
+        errors, words = errors + e, words + w
+    return 100 * errors / words
 
 
 def main() -> None:
@@ -41,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache" / "distilflow" / "results")
     ap.add_argument("--ct2", type=Path, help="our int8 conversion of the teacher")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "bench" / "serving_gap.json")
     args = ap.parse_args()
     deployed = json.loads((args.work / "deployed.json").read_text())
     teacher = deployed["models"]["teacher"]
@@ -49,7 +49,7 @@ def main() -> None:
         for d in (Path.home() / ".cache" / "distilflow" / "ct2").glob("*/distilflow_export.json")
         if json.loads(d.read_text()).get("source") == teacher
     )
-    clips = test_clips(PROJECT, len(deployed["sets"]["test"]["clips"]) // 5)["test"]
+    clips = test_clips(PROJECT, int(deployed["sets"]["test"]["clips"]) // 5)["test"]  # 5 languages
     rows = {r["id"]: r for r in deployed["sets"]["test"]["transcripts"]}
     refs = {k: r["reference"] for k, r in rows.items()}
     model = WhisperModel(str(ct2), device="cpu", compute_type="int8", cpu_threads=THREADS)
@@ -58,11 +58,11 @@ def main() -> None:
     same: dict[str, int] = {}
     for name in ("faster-whisper", "teacher ct2"):
         hyps = [rows[c.id][name] for c in clips]
-        wer[name] = round(macro_wer(clips, refs, hyps), 1)
+        wer[name] = round(corpus_wer(clips, refs, hyps), 1)
         same[name] = sum(a == b for a, b in zip(ours, hyps, strict=True))
-    wer["faster-whisper on our conversion"] = round(macro_wer(clips, refs, ours), 1)
-    out = {"clips": len(clips), "ct2": str(ct2), "macro_wer": wer, "identical_to": same}
-    print(json.dumps(out, indent=1))
+    wer["faster-whisper on our conversion"] = round(corpus_wer(clips, refs, ours), 1)
+    out = {"clips": len(clips), "ct2": str(ct2), "wer": wer, "identical_to": same}
+    write_result(args.out, provenance("bench.serving_gap") | out)
 
 
 if __name__ == "__main__":
