@@ -188,7 +188,9 @@ class RegisteredWhisper:
         transformers)."""
         if self.ct2 is None or self.experts_dir is None or language is None:
             return self.ct2
-        experts_file = self.experts_dir / f"{language}.safetensors"
+        from distilflow.models.experts import expert_file
+
+        experts_file = expert_file(self.experts_dir, language)
         if not experts_file.is_file():
             return self.ct2
         if language not in self.ct2_languages:
