@@ -283,3 +283,36 @@ def test_teacher_dev_wer_is_read_from_the_cache(tmp_path: Path) -> None:
     assert teacher_dev_path(tmp_path, "teacher-x", dev[:1], 64, DEFAULT_GUARD) != path
     assert teacher_dev_path(tmp_path, "teacher-x", dev, 32, DEFAULT_GUARD) != path
     assert teacher_dev_path(tmp_path, "teacher-x", dev, 64, LoopGuard(min_repeats=0)) != path
+
+
+def test_timestamped_clips_train_in_packed_windows(
+    prepared: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    """label.timestamps with a timestamp share: the stage packs the chosen clips of a voice
+    into windows, writes their audio once under the cache, trains on them (the teacher's states
+    and logits on the window's audio) and counts every clip once in the report."""
+    import shutil
+
+    import pandas as pd
+
+    from distilflow.student.stage import distil
+    from distilflow.training.loop import NullTracker
+
+    params = load_params(student_params(prepared, tiny_teacher))
+    filtered = prepared / "filtered-timestamps"  # a sibling: the tables' relative paths hold
+    shutil.copytree(params.filter.out_dir, filtered)
+    begin = 50365  # <|0.00|> of the multilingual vocabulary the tiny teacher has
+    for table in (filtered / "manifests").glob("*.parquet"):
+        df = pd.read_parquet(table)
+        df["token_ids"] = [[begin, *ids, begin + 25] for ids in df["token_ids"]]
+        df.to_parquet(table)
+    cfg = dataclasses.replace(
+        params.student, out_dir=str(tmp_path / "student"), max_steps=2, timestamp_share=1.0
+    )
+    report = distil(cfg, filtered, str(tiny_teacher), tmp_path / "cache", NullTracker())
+    windows = sorted((tmp_path / "cache" / "windows").glob("*.flac"))
+    kinds = report.train_targets
+    assert 0 < kinds["windows"] == len(windows) < kinds["timestamps"]
+    assert kinds["timestamps"] == report.train_clips == kinds["pseudo"] + kinds["reference"]
+    assert sum(report.train_languages.values()) == report.train_clips
+    assert report.steps == 2

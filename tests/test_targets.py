@@ -107,7 +107,7 @@ def test_examples_take_their_targets_and_the_dev_split_ignores_the_filter() -> N
             "token_ids": [label] * len(rows),
         }
     )
-    train, dev, kinds = build_examples(df, gen, int(gen.eos_token_id), 0.5, tok, AUTO)
+    train, dev, kinds, _ = build_examples(df, gen, int(gen.eos_token_id), 0.5, tok, AUTO)
     assert [(c.hash, c.reference) for c in dev] == [(dev_hash, "hello there")]
     assert kinds == {REFERENCE: 2, PSEUDO: 2}
     reference = reference_token_ids(tok, "hello there")
@@ -162,7 +162,8 @@ def test_timestamped_examples() -> None:
         }
     )
     rule = TargetRule("auto", 0.1, timestamp_share=0.5)
-    train, _, kinds = build_examples(df, gen, int(gen.eos_token_id), 0.01, tok, rule)
+    train, _, kinds, windows = build_examples(df, gen, int(gen.eos_token_id), 0.01, tok, rule)
+    assert windows == []  # window_s 0: each clip alone
     reference = reference_token_ids(tok, "hello there")
     stamped = [h for h in hashes if has_timestamps(h, 0.5)]
     assert kinds["timestamps"] == len(stamped) > 0

@@ -136,6 +136,8 @@ class StudentConfig:
     targets: Targets = "pseudo"  # reference | pseudo | auto (see Targets)
     auto_max_error: float = 0.1  # auto: the pseudo-label is the target up to this error
     timestamp_share: float = 0.0  # clips trained with timestamp tokens (label.timestamps: true)
+    timestamp_window_s: float = 30.0  # those clips packed into windows of a voice (0: alone)
+    timestamp_gap_s: float = 0.3  # silence between two packed clips
     freeze_embeddings: bool = False  # token embeddings (tied to the output) and positions frozen
     lr_schedule: LrSchedule = "linear"  # after warm-up: constant, or linear decay to 0
     l2s_weight: float = 0.0  # Distill-L2S on a dynamic student's trained encoder (0 = off)
@@ -197,6 +199,8 @@ class ExpertsConfig:
     targets: Targets = "pseudo"  # as student.targets
     auto_max_error: float = 0.1  # as student.auto_max_error
     timestamp_share: float = 0.0  # as student.timestamp_share
+    timestamp_window_s: float = 30.0  # as student.timestamp_window_s
+    timestamp_gap_s: float = 0.3  # as student.timestamp_gap_s
     lr_schedule: LrSchedule = "linear"  # as student.lr_schedule
     l2s_warmup_steps: int = 10  # L2S: steps the CTC head trains alone before its path shrinks
     l2s_distance: Literal["cosine", "mse"] = "cosine"  # L2S sentence-level: to the embedding

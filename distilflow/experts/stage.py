@@ -156,7 +156,7 @@ def setup(
     teacher = teacher_loaded.model
     base = load_whisper(str(student_dir), cache_dir=cache_dir)
     student = base.model.to(device)  # type: ignore[arg-type]
-    data = run_data(df, teacher_loaded, dev_fraction, rule_of(cfg))
+    data = run_data(df, teacher_loaded, dev_fraction, rule_of(cfg), cache_dir)
     if not data.train:
         return None
     fe = base.processor.feature_extractor
@@ -181,7 +181,7 @@ def setup(
             cache_dir=cache_dir,
         ),
         data.durations,
-        clip_texts(df),
+        clip_texts(df, data.windows),
         base.fingerprint,
         teacher_loaded.fingerprint,
         data.data_hash,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -154,7 +153,7 @@ def prepare(
     df = load_training_examples(filtered_dir, None)
     if df.empty:
         raise RuntimeError(f"{filtered_dir}: no filtered clips to train on")
-    data = run_data(df, loaded, cfg.dev_fraction, rule_of(cfg))
+    data = run_data(df, loaded, cfg.dev_fraction, rule_of(cfg), cache_dir)
     if not data.train:
         raise ValueError(
             f"{filtered_dir}: no training clips: {len(data.dev)} kept clips fell in the dev split "
@@ -173,7 +172,7 @@ def prepare(
         loss_fn.alignment = make_l2s_loss(
             student,
             loaded.processor.tokenizer,
-            clip_texts(df),
+            clip_texts(df, data.windows),
             cfg.text_model,
             cfg.l2s_warmup_steps,
             cfg.l2s_distance,
@@ -287,10 +286,10 @@ def student_report(
             dev_wer=state.best_wer,
             dev_wer_mean=state.best_score,
         ),
-        train_clips=len(data.train),
+        train_clips=sum(data.clip_languages().values()),
         train_targets=dict(sorted(data.targets.items())),
         dev_clips=len(data.dev),
-        train_languages=dict(sorted(Counter(e.language for e in data.train).items())),
+        train_languages=data.clip_languages(),
         steps=state.step,
         resumed=resumed,
         encoder_states_computed=run.computed,

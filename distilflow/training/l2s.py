@@ -19,13 +19,15 @@ Whisper tokens without a new vocabulary-sized matrix. The pure functions below a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from distilflow.training.packing import Window, window_texts
 
 
 def ctc_runs(symbols: list[int], blank: int) -> list[tuple[int, int]]:
@@ -186,10 +188,11 @@ class L2SLoss:
         return total / max(1, len(batch["hash"]))
 
 
-def clip_texts(examples: Any) -> dict[str, str]:
+def clip_texts(examples: Any, windows: Sequence[Window] = ()) -> dict[str, str]:
     """What the text model reads of each clip (a training-examples frame's rows): its reference,
-    else its label."""
-    return {r.hash: str(r.reference or r.text) for r in examples.itertuples()}
+    else its label; and of each packed window, its clips' texts in order."""
+    texts = {r.hash: str(r.reference or r.text) for r in examples.itertuples()}
+    return texts | window_texts(windows, texts)
 
 
 def ctc_targets(tokenizer: Any, texts: dict[str, str], eos: int) -> dict[str, list[int]]:

@@ -9,6 +9,7 @@ has, so a run's initial weights do not depend on this module.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from distilflow.audio import load_audio
 from distilflow.decoding.greedy import EvalClip
 from distilflow.lineage import combine_hashes
 from distilflow.models.dynamic import DYNAMIC
 from distilflow.models.encoder_cache import EncoderCache, module_hash
 from distilflow.training.dynamic import DynamicStudentStates
 from distilflow.training.loop import TrainExample
+from distilflow.training.packing import Window, write_window_audio
 from distilflow.training.states import EncoderStates, TrainableEncoderStates, build_examples
 from distilflow.training.targets import TargetRule
 
@@ -58,25 +61,48 @@ class RunData:
     durations: dict[str, float]  # clip hash -> seconds, in the table's order
     data_hash: str  # the table's clips and targets: in the lineage and the resume fingerprint
     targets: dict[str, int]  # training clips per target kind (reference, pseudo)
+    windows: list[Window]  # timestamped clips packed together (their audio is in ``paths``)
+
+    def clip_languages(self) -> dict[str, int]:
+        """Training clips by language, sorted (a window counts each of its clips)."""
+        sizes = {w.hash: len(w.parts) for w in self.windows}
+        counts = Counter[str]()
+        for e in self.train:
+            counts[e.language] += sizes.get(e.hash, 1)
+        return dict(sorted(counts.items()))
 
 
 def run_data(
-    df: pd.DataFrame, loaded: LoadedWhisper, dev_fraction: float, rule: TargetRule
+    df: pd.DataFrame,
+    loaded: LoadedWhisper,
+    dev_fraction: float,
+    rule: TargetRule,
+    cache_dir: Path | None = None,
 ) -> RunData:
     """Train examples (targets chosen by ``rule``) and dev clips (split by content hash, with a
-    reference) of a non-empty table of the filter's kept clips."""
+    reference) of a non-empty table of the filter's kept clips. Packed windows' audio is written
+    once under ``cache_dir/windows`` (needed when ``rule`` packs any)."""
     config = loaded.model.generation_config
     tokenizer = loaded.processor.tokenizer
-    train, dev, kinds = build_examples(df, config, eos_of(config), dev_fraction, tokenizer, rule)
+    train, dev, kinds, windows = build_examples(
+        df, config, eos_of(config), dev_fraction, tokenizer, rule
+    )
     # what each clip learns is part of the data: a change of targets is another run
     trained = [f"{e.hash}:{hashlib.sha256(str(e.labels).encode()).hexdigest()}" for e in train]
+    paths = dict(zip(df["hash"], df["audio_path"], strict=True))
+    durations = dict(zip(df["hash"], df["duration_s"].astype(float), strict=True))
+    if windows:
+        if cache_dir is None:
+            raise ValueError(
+                "timestamped clips are packed into windows: a cache_dir must hold them"
+            )
+        clip_paths = dict(paths)
+        paths |= write_window_audio(
+            windows, lambda h: load_audio(clip_paths[h]), cache_dir / "windows"
+        )
+        durations |= {w.hash: w.duration_s for w in windows}
     return RunData(
-        train,
-        dev,
-        dict(zip(df["hash"], df["audio_path"], strict=True)),
-        dict(zip(df["hash"], df["duration_s"].astype(float), strict=True)),
-        combine_hashes([*df["hash"], *trained]),
-        kinds,
+        train, dev, paths, durations, combine_hashes([*df["hash"], *trained]), kinds, windows
     )
 
 

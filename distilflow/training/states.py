@@ -16,6 +16,7 @@ from distilflow.decoding.greedy import EvalClip
 from distilflow.models.encoder_cache import EncoderCache, fill
 from distilflow.training.data import decoder_example, is_dev_clip, log_mel, prompt_ids
 from distilflow.training.loop import TrainExample
+from distilflow.training.packing import Piece, Window, pack
 from distilflow.training.targets import (
     PSEUDO,
     REFERENCE,
@@ -34,14 +35,16 @@ def build_examples(
     dev_fraction: float,
     tokenizer: Any,
     rule: TargetRule,
-) -> tuple[list[TrainExample], list[EvalClip], dict[str, int]]:
+) -> tuple[list[TrainExample], list[EvalClip], dict[str, int], list[Window]]:
     """Train examples (prompt + target text, ``rule`` choosing reference or teacher label, with
     timestamp tokens on ``rule.timestamp_share`` of the clips whose label has them), dev clips
-    (the clips with a reference that the hash puts in the dev split, scored against it) and the
+    (the clips with a reference that the hash puts in the dev split, scored against it), the
     count of training clips per target kind (clips with no target under ``rule`` are neither
     trained on nor counted; with a timestamp share, ``timestamps`` counts the clips trained with
-    timestamp tokens)."""
+    timestamp tokens) and the windows those clips are packed into (``rule.window_s`` > 0,
+    packing.py: one example each, keyed by the window's hash; counted as ``windows``)."""
     train, dev, kinds = [], [], {REFERENCE: 0, PSEUDO: 0}
+    pieces: list[Piece] = []
     if rule.timestamp_share > 0:
         kinds["timestamps"] = 0
     timestamp_begin = int(generation_config.no_timestamps_token_id) + 1
@@ -65,13 +68,24 @@ def build_examples(
         if has_timestamps(r.hash, rule.timestamp_share):
             stamped = timestamped_target(label, timestamp_begin, text if from_reference else None)
             kinds["timestamps"] += stamped is not None
+        if stamped is not None and rule.window_s > 0:
+            voice = str(getattr(r, "speaker", None) or getattr(r, "source", None) or "")
+            pieces.append(Piece(r.hash, r.language, voice, float(r.duration_s), tuple(stamped)))
+            continue
         tokens = text if stamped is None else stamped
         train.append(
             train_example(
                 r.hash, r.language, tokens, generation_config, eos, timestamps=stamped is not None
             )
         )
-    return train, dev, kinds
+    windows = pack(pieces, rule.window_s, rule.gap_s, timestamp_begin) if pieces else []
+    for w in windows:
+        train.append(
+            train_example(w.hash, w.language, w.tokens, generation_config, eos, timestamps=True)
+        )
+    if rule.timestamp_share > 0 and rule.window_s > 0:
+        kinds["windows"] = len(windows)
+    return train, dev, kinds, windows
 
 
 def train_example(

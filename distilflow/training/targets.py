@@ -30,16 +30,24 @@ _SPACES = re.compile(r"\s+")  # normalisers drop it before scoring
 
 @dataclass(frozen=True)
 class TargetRule:
-    """``targets``, ``auto_max_error`` and ``timestamp_share`` of a training section."""
+    """``targets``, ``auto_max_error`` and the timestamp options of a training section."""
 
     policy: Literal["reference", "pseudo", "auto"]
     auto_max_error: float = 0.1
     timestamp_share: float = 0.0  # clips trained with timestamp tokens (training/timestamps.py)
+    window_s: float = 0.0  # > 0: those clips packed into windows of a voice (training/packing.py)
+    gap_s: float = 0.0  # silence between two packed clips
 
 
 def rule_of(cfg: Any) -> TargetRule:
     """The rule of a training section (``student`` or ``experts``)."""
-    return TargetRule(cfg.targets, cfg.auto_max_error, cfg.timestamp_share)
+    return TargetRule(
+        cfg.targets,
+        cfg.auto_max_error,
+        cfg.timestamp_share,
+        cfg.timestamp_window_s,
+        cfg.timestamp_gap_s,
+    )
 
 
 def target_of(
