@@ -1,5 +1,6 @@
 """The long-audio benchmark's pure parts: joining clips, the 30 s cuts, which sentences a cut
-falls into, each sentence's share of a file's errors, and the distance of segment starts."""
+falls into, each sentence's share of a file's errors, and the distance of segment starts; the
+speculative benchmark's speed-up interval."""
 
 from __future__ import annotations
 
@@ -91,3 +92,13 @@ def test_safeguard_score_is_the_corpus_wer() -> None:
     assert abs(out["wer"]["fr"] - 100 * error_rate_corpus("fr", refs, hyps)) < 1e-9
     assert out["words"] == [3, 3, 0] and out["errors"][:2] == [1, 1]
     assert out["repeated_5grams"] == 1 and out["budget_hits"] == 1
+
+
+def test_speculative_ratio_interval() -> None:
+    from bench.speculative import ratio_interval
+
+    base = np.array([2.0, 2.0, 2.0, 2.0])
+    low, high = ratio_interval(base, base / 2)  # every clip twice as fast: exactly 2x
+    assert low == high == 2.0
+    low, high = ratio_interval(base, np.array([1.0, 4.0, 1.0, 4.0]))
+    assert low < 8 / 10 < high
