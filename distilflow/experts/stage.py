@@ -134,6 +134,7 @@ class LanguageRun:
     teacher_fingerprint: str
     data_hash: str
     cache_dir: Path | None = None  # model conversions, encoder states, text embeddings
+    train_clips: int = 0  # clips trained on (a packed window counts each of its clips)
 
 
 def setup(
@@ -186,6 +187,7 @@ def setup(
         teacher_loaded.fingerprint,
         data.data_hash,
         cache_dir,
+        sum(data.clip_languages().values()),
     )
 
 
@@ -269,7 +271,7 @@ def language_report(
         best_step=state.best_step,
         steps=state.step,
         resumed=resumed,
-        train_clips=len(run.train),
+        train_clips=run.train_clips,
         dev_clips=len(run.dev),
         inference_parameters=count_parameters(run.student),  # base + this language's
         trained_parameters=trained_parameters,

@@ -110,7 +110,7 @@ def _window(language: str, placed: list[tuple[Piece, int]], timestamp_begin: int
     parts = tuple((p.hash, offset) for p, offset in placed)
     tokens: list[int] = []
     for p, offset in placed:
-        limit = min(int(p.duration_s / STEP_S), MAX_STEPS - offset)
+        limit = min(math.floor(round(p.duration_s / STEP_S, 6)), MAX_STEPS - offset)
         tokens += shifted(p.tokens, offset, max(0, limit), timestamp_begin)
     last, length = placed[-1]
     duration = min(length * STEP_S + last.duration_s, MAX_STEPS * STEP_S)
