@@ -66,6 +66,16 @@ def test_bad_window_options() -> None:
     assert steps_up(0.3) == 15 and steps_up(0.301) == 16 and steps_up(1.0) == 50
 
 
+def test_a_clips_voice_is_its_speaker_else_its_source() -> None:
+    from distilflow.training.states import voice_of
+
+    df = pd.DataFrame(
+        {"speaker": pd.array(["anna", None, None], dtype="string"), "source": ["s", "t", None]}
+    )
+    assert [voice_of(r) for r in df.itertuples()] == ["anna", "t", ""]
+    assert voice_of(pd.DataFrame({"hash": ["a"]}).iloc[0]) == ""  # neither column
+
+
 def test_window_audio_places_each_clip_at_its_offset(tmp_path: Path) -> None:
     clips = {
         "a": np.full(SAMPLE_RATE, 0.5, np.float32),

@@ -69,8 +69,9 @@ def build_examples(
             stamped = timestamped_target(label, timestamp_begin, text if from_reference else None)
             kinds["timestamps"] += stamped is not None
         if stamped is not None and rule.window_s > 0:
-            voice = str(getattr(r, "speaker", None) or getattr(r, "source", None) or "")
-            pieces.append(Piece(r.hash, r.language, voice, float(r.duration_s), tuple(stamped)))
+            pieces.append(
+                Piece(r.hash, r.language, voice_of(r), float(r.duration_s), tuple(stamped))
+            )
             continue
         tokens = text if stamped is None else stamped
         train.append(
@@ -86,6 +87,16 @@ def build_examples(
     if rule.timestamp_share > 0 and rule.window_s > 0:
         kinds["windows"] = len(windows)
     return train, dev, kinds, windows
+
+
+def voice_of(row: Any) -> str:
+    """Who speaks in a clip, for packing: its speaker, else its source, else "" (a missing value
+    of the table, None or NA, counts as absent). Pure."""
+    for name in ("speaker", "source"):
+        value = getattr(row, name, None)
+        if value is not None and not pd.isna(value) and str(value):
+            return str(value)
+    return ""
 
 
 def train_example(
