@@ -100,6 +100,13 @@ def test_timestamp_share_needs_timestamped_labels(tmp_path: Path, raw: dict) -> 
         load_params(write(tmp_path, raw))
     raw["label"]["timestamps"] = True
     assert load_params(write(tmp_path, raw)).student.timestamp_share == 0.2
+    raw["experts"]["timestamp_window_s"] = 31.0  # past Whisper's window
+    with pytest.raises(ConfigError, match=r"experts.timestamp_window_s: must be in \[0, 30\]"):
+        load_params(write(tmp_path, raw))
+    raw["experts"]["timestamp_window_s"] = 0.0  # each clip alone
+    raw["student"]["timestamp_gap_s"] = -0.1
+    with pytest.raises(ConfigError, match=r"student.timestamp_gap_s: must be >= 0"):
+        load_params(write(tmp_path, raw))
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
