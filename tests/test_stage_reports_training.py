@@ -59,13 +59,25 @@ def test_student_report(params: Params, tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(stage, "git_commit", lambda: "abc123")
     cfg = params.student
-    clips = [SimpleNamespace(language=lang) for lang in ("fr", "en", "fr")]
+    from distilflow.training.packing import Window
+    from distilflow.training.prepare import RunData
+
+    # three examples: two clips alone and a window packing two more (four clips trained on)
+    clips = [SimpleNamespace(language=lang, hash=h) for lang, h in (("fr", "a"), ("en", "b"))]
+    window = Window("w", "fr", (("c", 0), ("d", 100)), 4.0, ())
+    train = [*clips, SimpleNamespace(language="fr", hash="w")]
     run: Any = SimpleNamespace(
         teacher=SimpleNamespace(fingerprint="teach1", model=torch.nn.Linear(4, 3)),
         student=torch.nn.Linear(3, 2),
         layer_ids=[0, 3],
-        data=SimpleNamespace(
-            train=clips, dev=clips[:2], data_hash="data1", targets={"reference": 1, "pseudo": 2}
+        data=RunData(
+            train,
+            clips[:2],
+            {},
+            {},
+            "data1",
+            {"reference": 1, "pseudo": 3, "timestamps": 2, "windows": 1},
+            [window],
         ),
         computed=7,
     )
@@ -89,9 +101,9 @@ def test_student_report(params: Params, tmp_path: Path, monkeypatch: pytest.Monk
             "dev_wer": {"fr": 0.5, "en": 0.25},
             "dev_wer_mean": 0.375,
         },
-        "train_clips": 3,
+        "train_clips": 4,
         "dev_clips": 2,
-        "train_languages": {"en": 1, "fr": 2},
+        "train_languages": {"en": 1, "fr": 3},
         "steps": 4,
         "resumed": True,
         "encoder_states_computed": 7,
@@ -102,7 +114,7 @@ def test_student_report(params: Params, tmp_path: Path, monkeypatch: pytest.Monk
             "input_hash": "data1",
             "teacher_id": "teach1",
         },
-        "train_targets": {"pseudo": 2, "reference": 1},
+        "train_targets": {"pseudo": 3, "reference": 1, "timestamps": 2, "windows": 1},
     }
     assert_same_order(report.to_dict(), expected)
     path = tmp_path / "student" / "report.json"
@@ -150,6 +162,7 @@ def expert_run(language: str) -> Any:
         language=language,
         student=torch.nn.Linear(3, 2),
         train=clips,
+        train_clips=len(clips),
         dev=clips[:1],
         data_hash="data1",
         teacher_fingerprint="teach1",
