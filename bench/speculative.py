@@ -33,6 +33,7 @@ from bench.student import held_out_clips
 from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.decoding.speculative import assisted_generate, decoder_only, greedy_generate
 from distilflow.models import load_whisper
+from distilflow.models.encoder_cache import module_hash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,15 +61,7 @@ def main() -> None:
     loaded = load_whisper(args.teacher, cache_dir=args.cache_dir)
     teacher, processor = loaded.model.eval(), loaded.processor
     student = load_whisper(args.student, cache_dir=args.cache_dir).model.eval()
-    same = all(
-        torch.equal(a, b)
-        for a, b in zip(
-            teacher.model.encoder.state_dict().values(),
-            student.model.encoder.state_dict().values(),
-            strict=True,
-        )
-    )
-    if not same:
+    if module_hash(teacher.model.encoder) != module_hash(student.model.encoder):
         raise SystemExit(f"{args.student}: its encoder is not the teacher's: no decoder-only draft")
     assistant = decoder_only(student)
     modes: dict[str, Any] = {"teacher": None}

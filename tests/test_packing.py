@@ -12,6 +12,7 @@ from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.training.packing import (
     Piece,
     pack,
+    steps_down,
     steps_up,
     window_audio,
     window_hash,
@@ -64,6 +65,7 @@ def test_bad_window_options() -> None:
     with pytest.raises(ValueError, match="gap_s"):
         pack([piece("a", 1.0)], 30.0, -1.0, B)
     assert steps_up(0.3) == 15 and steps_up(0.301) == 16 and steps_up(1.0) == 50
+    assert steps_down(2.3) == 115 and steps_down(2.319) == 115  # 2.3 / 0.02 is 114.99...
 
 
 def test_a_clips_voice_is_its_speaker_else_its_source() -> None:

@@ -32,15 +32,16 @@ def check(params: Params, source: Path) -> None:
             raise ConfigError(f"{source}: label.{name}: must be at least 1")
     _check_student(params.student, source)
     for section in ("student", "experts"):
-        share = getattr(params, section).timestamp_share
+        training = getattr(params, section)
+        share = training.timestamp_share
         if not 0 <= share <= 1:
             raise ConfigError(f"{source}: {section}.timestamp_share: must be in [0, 1]")
-        if not 0 <= getattr(params, section).timestamp_window_s <= 30:
+        if not 0 <= training.timestamp_window_s <= 30:
             raise ConfigError(
                 f"{source}: {section}.timestamp_window_s: must be in [0, 30] (Whisper's window; "
                 "0 trains each clip alone)"
             )
-        if getattr(params, section).timestamp_gap_s < 0:
+        if training.timestamp_gap_s < 0:
             raise ConfigError(f"{source}: {section}.timestamp_gap_s: must be >= 0")
         if share > 0 and not t.timestamps:
             raise ConfigError(

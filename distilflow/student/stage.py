@@ -270,6 +270,7 @@ def student_report(
     from distilflow.models.device import count_parameters
 
     loaded, data = run.teacher, run.data
+    languages = data.clip_languages()  # a packed window counts each of its clips
     return StudentReport(
         teacher=TeacherSummary(
             model=teacher_ref,
@@ -286,10 +287,10 @@ def student_report(
             dev_wer=state.best_wer,
             dev_wer_mean=state.best_score,
         ),
-        train_clips=sum(data.clip_languages().values()),
+        train_clips=sum(languages.values()),
         train_targets=dict(sorted(data.targets.items())),
         dev_clips=len(data.dev),
-        train_languages=data.clip_languages(),
+        train_languages=languages,
         steps=state.step,
         resumed=resumed,
         encoder_states_computed=run.computed,

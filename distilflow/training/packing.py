@@ -59,6 +59,11 @@ def steps_up(seconds: float) -> int:
     return math.ceil(round(seconds / STEP_S, 6))
 
 
+def steps_down(seconds: float) -> int:
+    """``seconds`` in whole timestamp steps, rounded down. Pure."""
+    return math.floor(round(seconds / STEP_S, 6))
+
+
 def shifted(tokens: Sequence[int], offset: int, limit: int, timestamp_begin: int) -> list[int]:
     """``tokens`` with each timestamp moved by ``offset`` steps and held at ``limit`` steps (the
     clip's length) at most; text tokens as they are. Pure."""
@@ -89,7 +94,7 @@ def pack(
     groups: dict[tuple[str, str], list[Piece]] = {}
     for p in sorted(pieces, key=lambda p: p.hash):
         groups.setdefault((p.language, p.voice), []).append(p)
-    limit, gap = math.floor(round(window_s / STEP_S, 6)), steps_up(gap_s)
+    limit, gap = steps_down(window_s), steps_up(gap_s)
     windows: list[Window] = []
     for (language, _), group in groups.items():
         current: list[tuple[Piece, int]] = []
@@ -110,7 +115,7 @@ def _window(language: str, placed: list[tuple[Piece, int]], timestamp_begin: int
     parts = tuple((p.hash, offset) for p, offset in placed)
     tokens: list[int] = []
     for p, offset in placed:
-        limit = min(math.floor(round(p.duration_s / STEP_S, 6)), MAX_STEPS - offset)
+        limit = min(steps_down(p.duration_s), MAX_STEPS - offset)
         tokens += shifted(p.tokens, offset, max(0, limit), timestamp_begin)
     last, length = placed[-1]
     duration = min(length * STEP_S + last.duration_s, MAX_STEPS * STEP_S)
