@@ -198,6 +198,7 @@ def test_save_and_load_round_trip(
         "teacher_id": None,  # tiny_whisper has no name or path
         "audio_context": "padded",  # unrecorded on the config: Whisper's 30 s window
         "context_multiple_s": None,
+        "feature_padding": "audio",  # this processor is transformers' own: it pads the audio
         "step": 7,
         "dev_wer": 0.5,
     }
@@ -228,4 +229,5 @@ def test_info_overrides_the_record_and_unknown_provenance_is_null(
         "teacher_id": None,
         "audio_context": "padded",
         "context_multiple_s": None,
+        "feature_padding": "audio",
     }

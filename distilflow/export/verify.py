@@ -1,8 +1,9 @@
 """Check a CTranslate2 export against the torch model it came from, on real clips.
 
 Both decode greedily (forced language, ``transcribe``, no timestamps, the same token budget) from
-the same features: the processor's log-mel of each clip padded to 30 s, transformers' front end.
-faster-whisper computes the log-mel of the unpadded audio instead, so on hard audio it may decode
+the same features: the processor's log-mel of each clip padded to 30 s as the model was trained
+(models/features.py: zeros past the clip, as faster-whisper pads, for students trained since
+2026-12-05). faster-whisper computes its own log-mel, so on hard audio it may decode slightly
 differently; its transcripts are compared separately (``faster_whisper_transcribe``).
 
 An int8 export is not bit-identical to a float32 torch model: the report gives the share of

@@ -18,7 +18,7 @@ from distilflow.label.teacher import Clip, GenerationSettings, Labeller, Transfo
 from distilflow.lineage import Lineage, combine_hashes, git_commit
 from distilflow.manifest import read_manifest, write_language_tables
 from distilflow.models.device import pick_device
-from distilflow.models.encoder_cache import EncoderCache, module_hash
+from distilflow.models.encoder_cache import states_cache
 
 
 def settings_of(cfg: LabelConfig) -> GenerationSettings:
@@ -52,8 +52,10 @@ def make_labeller(cfg: LabelConfig, cache_dir: Path | None) -> Labeller:
         return Ct2Labeller.from_ref(cfg.model, settings_of(cfg), cfg.device, cache_dir)
     loaded = load_whisper(cfg.model, cache_dir=cache_dir)
     encoder_cache = None
-    if cfg.cache_encoder and cache_dir is not None:  # the hash names weights and dtype
-        encoder_cache = EncoderCache(cache_dir / "encoder", module_hash(loaded.model.model.encoder))
+    if cfg.cache_encoder and cache_dir is not None:  # the key names weights, dtype and padding
+        encoder_cache = states_cache(
+            cache_dir / "encoder", loaded.model.model.encoder, loaded.processor.feature_extractor
+        )
     return TransformersLabeller(
         loaded.model,
         loaded.processor,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -21,6 +21,7 @@ from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.decoding.generate_args import every_state, token_budget
 from distilflow.label.cache import LabelCache, LabelRecord
 from distilflow.models.encoder_cache import EncoderCache
+from distilflow.models.features import LOG_MEL, padding_of
 from distilflow.text import compression_ratio
 
 NO_SPEECH_TOKENS = ("<|nospeech|>", "<|nocaptions|>")  # large-v3 name, then v1/v2 name
@@ -35,6 +36,7 @@ class GenerationSettings:
     num_beams: int
     timestamps: bool
     task: str = "transcribe"
+    feature_padding: str = LOG_MEL  # how the log-mel past a clip is padded (models/features.py)
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -57,6 +59,11 @@ class Labeller(Protocol):
     settings: GenerationSettings
 
     def label(self, clips: Sequence[Clip]) -> list[LabelRecord]: ...
+
+
+def with_padding_of(settings: GenerationSettings, processor: Any) -> GenerationSettings:
+    """``settings`` naming the feature padding ``processor`` applies (a label cache key)."""
+    return replace(settings, feature_padding=padding_of(processor.feature_extractor))
 
 
 def batches(clips: Sequence[Clip], batch_size: int) -> Iterator[list[Clip]]:
@@ -108,7 +115,7 @@ class TransformersLabeller:
         self.model = model.to(device).eval()
         self.processor = processor
         self.teacher_id = teacher_id
-        self.settings = settings
+        self.settings = with_padding_of(settings, processor)
         self.device = device
         self.encoder_cache = encoder_cache
         tok = processor.tokenizer

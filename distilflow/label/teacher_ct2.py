@@ -14,7 +14,7 @@ import numpy as np
 
 from distilflow.audio import SAMPLE_RATE, load_audio
 from distilflow.label.cache import LabelRecord
-from distilflow.label.teacher import Clip, GenerationSettings
+from distilflow.label.teacher import Clip, GenerationSettings, with_padding_of
 from distilflow.text import compression_ratio
 
 MAX_LENGTH = 448  # Whisper's decoder positions
@@ -67,7 +67,7 @@ class Ct2Labeller:
         )
         self.processor = processor
         self.teacher_id = teacher_id
-        self.settings = settings
+        self.settings = with_padding_of(settings, processor)
         tok = processor.tokenizer
         self.sot = int(generation.decoder_start_token_id)
         self.task_id = int(generation.task_to_id[settings.task])

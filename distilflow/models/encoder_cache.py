@@ -1,4 +1,5 @@
-"""Encoder outputs cached on disk, keyed by the clip's audio hash and the encoder's weights.
+"""Encoder outputs cached on disk, keyed by the clip's audio hash and the encoder's weights
+(and, through :func:`states_cache`, the padding of its input features).
 
 When the student's encoder is frozen and identical to the teacher's, each clip's encoder states
 are computed once; every training step then runs only the two decoders. One safetensors file a
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from distilflow.atomic import atomic_write_bytes
+from distilflow.models.features import padding_of
 from distilflow.progress import progress as show_progress
 from distilflow.safetensors_io import sorted_metadata
 
@@ -125,3 +127,9 @@ def fill(
     finally:
         encoder.train(was_training)
     return len(todo)
+
+
+def states_cache(root: Path, encoder: torch.nn.Module, feature_extractor: Any) -> EncoderCache:
+    """The cache of ``encoder``'s states under ``root``, keyed by its weights and by how
+    ``feature_extractor`` pads the log-mel past a clip (models/features.py): either changes them."""
+    return EncoderCache(root, f"{module_hash(encoder)}-{padding_of(feature_extractor)}")

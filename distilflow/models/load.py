@@ -152,8 +152,10 @@ def _from_pretrained(
     except (OSError, ValueError) as exc:
         raise ModelRefError(f"cannot load a Whisper model from {source}: {exc}") from exc
     from distilflow.models.dynamic import apply_audio_context
+    from distilflow.models.features import apply_feature_padding
 
     apply_audio_context(model)  # a dynamic-context student gets its encoder back
+    apply_feature_padding(model, processor)  # fed as it was trained (features.py)
     model.eval()  # type: ignore[no-untyped-call]
     return model, processor
 

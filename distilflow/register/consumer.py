@@ -39,6 +39,7 @@ from distilflow.models.dynamic import (
     length_batches,
     padded_samples,
 )
+from distilflow.models.features import apply_feature_padding
 from distilflow.register.decode_file import DEFAULT_MAX_NEW_TOKENS, read_decode
 
 EXPERTS_DIR = "experts"  # per-language expert files inside a model directory
@@ -163,6 +164,7 @@ class RegisteredWhisper:
             str(directory), local_files_only=True, trust_remote_code=False
         )
         apply_audio_context(model)  # a dynamic-context student: its encoder reads the clip only
+        apply_feature_padding(model, processor)  # its log-mel padded as it was trained
         model.eval()  # type: ignore[no-untyped-call]
         experts = directory / EXPERTS_DIR
         ct2 = None

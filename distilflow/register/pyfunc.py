@@ -58,11 +58,17 @@ class DistilflowWhisper(PythonModel):
                 "to 30 s"
             )
         self.processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
+        # the log-mel past the clip: zeros (OpenAI's padding) unless the student was trained
+        # on transformers' (distilflow.models.features)
+        self.zero_pad = record.get("feature_padding", "audio" if record else "log_mel") == "log_mel"
 
     def _plain(self, audio, language, max_new_tokens):
+        audio = np.asarray(audio, dtype=np.float32)
         features = self.processor.feature_extractor(
-            np.asarray(audio, dtype=np.float32), sampling_rate=16000, return_tensors="pt"
+            audio, sampling_rate=16000, return_tensors="pt"
         ).input_features
+        if self.zero_pad:
+            features[..., audio.size // 160 :] = 0
         with torch.no_grad():
             ids = self.model.generate(  # Whisper counts max_length after its prompt
                 features, language=language or None, task="transcribe",

@@ -25,6 +25,7 @@ from transformers.initialization import no_init_weights
 
 from distilflow.models.convert import atomic_dir
 from distilflow.models.device import TRAIN_ONLY
+from distilflow.models.features import FIELD, padding_of
 
 SIDE_FILE = "distilflow_student.json"
 RECORD = "distilflow_student"  # config attribute holding the provenance record
@@ -164,7 +165,8 @@ def save_student(
 
     One atomic directory publish, as ``save_whisper`` does; refuses an existing ``dst``. The side
     file holds the config's provenance record (``layer_ids``, ``teacher_layers``, ``teacher_id``,
-    null when unknown; ``audio_context``: padded or dynamic, and its ``context_multiple_s``)
+    null when unknown; ``audio_context``: padded or dynamic, and its ``context_multiple_s``;
+    ``feature_padding``: the processor's, the one it was trained with)
     updated with ``info`` (``info`` wins on a shared key).
     """
     dst = Path(dst)
@@ -172,12 +174,17 @@ def save_student(
         raise FileExistsError(f"{dst} already exists; refusing to overwrite it")
     record: dict[str, Any] = {"layer_ids": None, "teacher_layers": None, "teacher_id": None}
     record |= {"audio_context": "padded", "context_multiple_s": None}  # see dynamic.py
-    record |= dict(getattr(model.config, RECORD, None) or {}) | dict(info)
+    record |= dict(getattr(model.config, RECORD, None) or {})
+    # the front end it was trained with travels in its config too (models/features.py)
+    record |= {FIELD: padding_of(processor.feature_extractor)} | dict(info)
     text = json.dumps(record, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     with atomic_dir(dst) as tmp:
         # a training-only head (Distill-L2S's, ``distilflow_l2s``) is not part of the model
         weights = {k: v for k, v in model.state_dict().items() if not k.startswith(TRAIN_ONLY)}
         model.save_pretrained(tmp, state_dict=weights)
+        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+        config[RECORD] = (config.get(RECORD) or {}) | {FIELD: record[FIELD]}
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         processor.save_pretrained(tmp)
         (tmp / SIDE_FILE).write_text(text, encoding="utf-8")
     return dst

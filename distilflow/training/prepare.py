@@ -21,7 +21,7 @@ from distilflow.audio import load_audio
 from distilflow.decoding.greedy import EvalClip
 from distilflow.lineage import combine_hashes
 from distilflow.models.dynamic import DYNAMIC
-from distilflow.models.encoder_cache import EncoderCache, module_hash
+from distilflow.models.encoder_cache import states_cache
 from distilflow.training.dynamic import DynamicStudentStates
 from distilflow.training.loop import TrainExample
 from distilflow.training.packing import Window, write_window_audio
@@ -106,11 +106,6 @@ def run_data(
     )
 
 
-def encoder_cache(cache_dir: Path, encoder: Any) -> EncoderCache:
-    """The on-disk states of ``encoder`` (keyed by its weights) under ``cache_dir/encoder``."""
-    return EncoderCache(cache_dir / "encoder", module_hash(encoder))
-
-
 def frozen_states(
     encoder: Any,
     feature_extractor: Any,
@@ -120,7 +115,9 @@ def frozen_states(
 ) -> EncoderStates:
     """A frozen encoder's states, kept in the cache under ``cache_dir`` (None: no cache, each
     call computes them)."""
-    cache = encoder_cache(cache_dir, encoder) if cache_dir is not None else None
+    cache = None
+    if cache_dir is not None:  # keyed by the encoder's weights and the extractor's padding
+        cache = states_cache(cache_dir / "encoder", encoder, feature_extractor)
     return EncoderStates(encoder, feature_extractor, paths, cache, device)
 
 
