@@ -10,6 +10,9 @@ benchmark's teacher). Its WER against faster-whisper's row (the registry's weigh
 conversion's share of the gap; against our consumer's ``teacher ct2`` row (the same weights),
 the serving path's share; and our consumer's decoding with the log-mel zero-padded past the
 clip, as faster-whisper pads (the serving path's difference). Asterisk ``test`` clips only.
+Measured on 2026-12-04, when the consumer fed transformers' padding; since 2026-12-05 it pads
+a model as it was trained (``distilflow.models.features``: the teacher as faster-whisper does),
+so that row is the consumer's own.
 """
 
 from __future__ import annotations
