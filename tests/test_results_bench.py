@@ -483,6 +483,21 @@ def test_deployed_rows_and_goal_verdicts() -> None:
     assert "**missed**" in slow and "+5.0" in slow
     page = "\n".join(deployed_section(deployed, None))
     assert "| fast ct2 | test | 100 | 20.5 [18.5, 22.5] | +0.5 [-0.5, +1.5] |" in page
+    assert "Batch 8" not in page  # no batched run: no table
+
+    from bench.results_deployed import batch_summary
+
+    batched = batch_summary(deployed | {"batch": 8, "date": "d8"})
+    assert set(batched["sets"]["test"]["rows"]["fast ct2"]) == {
+        "wer", "wer_low", "wer_high", "loops", "seconds_per_clip", "speedup_over_baseline"
+    }  # fmt: skip
+    page = "\n".join(deployed_section(deployed | {"batched": batched}, None))
+    assert "Batch 8 (d8" in page
+    assert (
+        "| fast ct2 | 20.5 [18.5, 22.5] | 0.200 | 5.00x | 20.0 [18.0, 22.0] | 0.500 | 2.00x |"
+        in page
+    )
+    assert "| faster-whisper | 20.0 [18.0, 22.0] | 1.000 | 1.00x |" in page
 
 
 def test_deployed_figures_leave_out_clips_without_reference_words() -> None:
