@@ -51,6 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynamic-4-top2": {
         "decoder_layers": 4, "freeze_decoder": False, "encoder_top_layers": 2, "lr": 1e-4,
     },
+    # the deepest cut, Distil-Whisper's 2 decoder layers (first and last), on the same encoder
+    "dynamic-2-top2": {
+        "decoder_layers": 2, "freeze_decoder": False, "encoder_top_layers": 2, "lr": 1e-4,
+    },
     # dynamic-6 plus Distill-L2S, sentence-level, with a real multilingual sentence encoder
     "dynamic-6-l2s": {
         "decoder_layers": 6, "freeze_decoder": True, "l2s_weight": 0.1,

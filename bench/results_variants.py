@@ -3,7 +3,8 @@
 Each variant of ``bench.results_context`` changes one thing of ``dynamic-6`` (the teacher made
 fast: its decoder frozen, the whole encoder trained by self-distillation): only the top two
 encoder layers and the norms trained (``dynamic-6-top2``, the shipped default), that with 4 of
-the 6 decoder layers kept and trained (``dynamic-4-top2``), or the Distill-L2S text-alignment
+the 6 decoder layers kept and trained (``dynamic-4-top2``; 2, ``dynamic-2-top2``), or the
+Distill-L2S text-alignment
 term with a real multilingual sentence encoder added (``dynamic-6-l2s``). Compared at the same
 step: dev WER, training time, and on the test splits the paired WER difference to the teacher
 served the same way in the same benchmark run (``bench.deployed``'s transcripts): int8 results
@@ -32,6 +33,7 @@ WHAT: dict[str, str] = {
     "dynamic-6": "whole encoder trained (self-distillation)",
     "dynamic-6-top2": "top 2 encoder layers + norms trained (the shipped default)",
     "dynamic-4-top2": "as dynamic-6-top2, with 4 of the 6 decoder layers (trained, lr 1e-4)",
+    "dynamic-2-top2": "as dynamic-4-top2, with 2 decoder layers (the first and the last)",
     "dynamic-6-l2s": "as dynamic-6, plus sentence-level Distill-L2S (USE multilingual v3)",
 }
 
