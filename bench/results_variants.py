@@ -4,8 +4,8 @@ Each variant of ``bench.results_context`` changes one thing of ``dynamic-6`` (th
 fast: its decoder frozen, the whole encoder trained by self-distillation): only the top two
 encoder layers and the norms trained (``dynamic-6-top2``, the shipped default), that with 4 of
 the 6 decoder layers kept and trained (``dynamic-4-top2``; 2, ``dynamic-2-top2``), or the
-Distill-L2S text-alignment
-term with a real multilingual sentence encoder added (``dynamic-6-l2s``). Compared at the same
+Distill-L2S text-alignment term with a real multilingual sentence encoder added
+(``dynamic-6-l2s``). Compared at the same
 step: dev WER, training time, and on the test splits the paired WER difference to the teacher
 served the same way in the same benchmark run (``bench.deployed``'s transcripts): int8 results
 differ between machines, so variants measured on different days are compared through their own
