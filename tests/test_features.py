@@ -119,3 +119,19 @@ def test_caches_key_on_the_padding(tiny_dir: Path, tmp_path: Path) -> None:
     plain = SimpleNamespace(feature_extractor=with_padding(fe, AUDIO))
     ours_hash = with_padding_of(settings, loaded.processor).hash()
     assert ours_hash != with_padding_of(settings, plain).hash()
+
+
+def test_the_consumer_feeds_a_student_as_recorded(tiny_dir: Path, tmp_path: Path) -> None:
+    from distilflow.register.consumer import RegisteredWhisper
+
+    teacher = load_whisper(str(tiny_dir))
+    save_student(teacher.model, teacher.processor, tmp_path / "new", {})
+    consumer = RegisteredWhisper.from_dir(tmp_path / "new")
+    assert padding_of(consumer.processor.feature_extractor) == LOG_MEL
+    audio = load_audio(CLIP)
+    features = consumer.features(audio)
+    assert features[..., audio.size // 160 :].abs().max() == 0
+    teacher.processor.feature_extractor = with_padding(teacher.processor.feature_extractor, AUDIO)
+    save_student(teacher.model, teacher.processor, tmp_path / "old", {})
+    old = RegisteredWhisper.from_dir(tmp_path / "old")
+    assert old.features(audio)[..., audio.size // 160 + 1 :].max() < 0  # the log-mel of silence
