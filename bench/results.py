@@ -107,6 +107,10 @@ def main() -> None:
         "--until", choices=STAGES, help="pipeline: stop after this stage (e.g. filter, for depth)"
     )
     parser.add_argument(
+        "--other-labels", action="store_true",
+        help="page: take recorded phases made on other labels too (marked so on the page)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-record", action="store_true",
         help="page: neither complete it from docs/bench/results_record.json nor rewrite that",
     )  # fmt: skip
@@ -162,7 +166,8 @@ def main() -> None:
     if "page" in phases:
         from bench.results_page import write_page
 
-        write_page(work, corpus, REPO / "docs", None if args.no_record else RECORD)
+        record = None if args.no_record else RECORD
+        write_page(work, corpus, REPO / "docs", record, args.other_labels)
 
 
 def write_corpora(work: Path, corpora: list[Path], test_per_language: int) -> Path:

@@ -196,14 +196,16 @@ def page_inputs(work: Path, corpus: Path) -> dict[str, Any]:
     return inputs | {"phases": stamp(inputs)}
 
 
-def write_page(work: Path, corpus: Path, docs: Path, record: Path | None = None) -> str:
+def write_page(
+    work: Path, corpus: Path, docs: Path, record: Path | None = None, other_labels: bool = False
+) -> str:
     """docs/RESULTS.md, docs/results/*.png and docs/bench/results.json from ``work``'s JSON and,
     for the phases ``work`` lacks, ``record``'s (``bench.results_record``), which is then
     rewritten with everything the page was made from."""
     from bench.results_record import merge, read_record, write_record
 
     fresh = page_inputs(work, corpus)
-    inputs, notes = merge(read_record(record) if record else None, fresh)
+    inputs, notes = merge(read_record(record) if record else None, fresh, other_labels)
     for note in notes:
         print(f"page: {note}", flush=True)
     if inputs.get("metrics") is None:
@@ -245,6 +247,7 @@ def page_provenance() -> dict[str, Any]:
         cut = words.index("--phases")
         rest = [w for w in words[cut + 1 :] if w.startswith("--")]
         words = words[:cut] + (words[words.index(rest[0]) :] if rest else [])
+    words = [w for w in words if w != "--other-labels"]  # how this page was completed
     return prov | {"command": " ".join(words)}
 
 
@@ -281,10 +284,23 @@ def phase_dates(phases: Mapping[str, Mapping[str, str]] | None) -> str:
     ran, at which commit. Pure."""
     if not phases or len({(v["date"], v["commit"]) for v in phases.values()}) < 2:
         return ""
-    runs = "; ".join(f"{p} on {v['date']} (commit {v['commit']})" for p, v in phases.items())
+    runs = "; ".join(
+        f"{p} on {v['date']} (commit {v['commit']}"
+        + (", **on the earlier labels**" if v.get("earlier_labels") else "")
+        + ")"
+        for p, v in phases.items()
+    )
+    if not any(v.get("earlier_labels") for v in phases.values()):
+        return (
+            " Its phases ran apart, on the same data and params "
+            f"(`docs/bench/results_record.json`, `bench/results_record.py`): {runs}."
+        )
     return (
-        f" Its phases ran apart, on the same data and params (`docs/bench/results_record.json`, "
-        f"`bench/results_record.py`): {runs}."
+        " Its phases ran apart, on the same params (`docs/bench/results_record.json`, "
+        f"`bench/results_record.py`): {runs}. The phases marked *on the earlier labels* were "
+        "made before the clips were relabelled with the log-mel padded as faster-whisper pads "
+        "it (2026-12-05, docs/label.md): their models learnt from the earlier labels and were "
+        "scored with transformers' padding; the others, on the new labels and padding."
     )
 
 

@@ -87,10 +87,12 @@ def has_phase(inputs: Mapping[str, Any], names: tuple[str, ...]) -> bool:
 
 
 def merge(
-    recorded: Mapping[str, Any] | None, fresh: Mapping[str, Any]
+    recorded: Mapping[str, Any] | None, fresh: Mapping[str, Any], other_labels: bool = False
 ) -> tuple[dict[str, Any], list[str]]:
     """(the page's inputs, notes): ``fresh``'s phases, and the recorded ones it lacks where the
-    record was made from the same data and params. Pure.
+    record was made from the same data and params; with ``other_labels``, also where only the
+    training data differ (the clips relabelled), each such phase marked ``earlier_labels``
+    for the page to say so. Pure.
 
     Both hold the page inputs of ``PHASE_INPUTS`` plus ``params_key``, ``data_key`` and
     ``phases`` (phase -> date and commit)."""
@@ -110,13 +112,15 @@ def merge(
     recorded_key = params_key(recorded["params"]) if recorded.get("params") else None
     same_params = (recorded_key or recorded.get("params_key")) == fresh.get("params_key")
     same_data = fresh.get("data_key") is None or recorded.get("data_key") == fresh.get("data_key")
-    if not (same_params and same_data):
+    if not (same_params and (same_data or other_labels)):
         why = "params" if not same_params else "training data"
         return out, [f"recorded {', '.join(missing)} not used: other {why} than this run"]
     for phase in missing:
         for name in PHASE_INPUTS[phase]:
             out[name] = recorded.get(name)
-        out["phases"][phase] = recorded["phases"][phase]
+        out["phases"][phase] = dict(recorded["phases"][phase])
+        if not same_data or recorded["phases"][phase].get("earlier_labels"):
+            out["phases"][phase]["earlier_labels"] = True
     if out.get("data_key") is None:
         out["data_key"] = recorded.get("data_key")
     when = ", ".join(f"{p} ({recorded['phases'][p]['date']})" for p in missing)

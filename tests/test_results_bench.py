@@ -399,6 +399,15 @@ def test_merge_takes_the_phases_a_run_lacks_only_from_the_same_data_and_params()
     ]
     merged, notes = merge(record, fresh | {"data_key": "d2"})
     assert merged["depth"] is None and "other training data" in notes[0]
+    # relabelled clips: taken only when asked, each such phase marked for the page
+    merged, notes = merge(record, fresh | {"data_key": "d2"}, other_labels=True)
+    assert merged["depth"] == raw["depth"] and merged["phases"]["depth"]["earlier_labels"]
+    assert "earlier_labels" not in merged["phases"]["pipeline"]
+    from bench.results_page import phase_dates
+
+    assert "depth on 2026-12-03 (commit aaa, **on the earlier labels**)" in phase_dates(
+        merged["phases"]
+    )
     quiet = raw["params"] | {"label": raw["params"]["label"] | {"progress": True}}
     assert params_key(quiet) == params_key(raw["params"])  # progress bars change no figure
     older = raw["params"] | {"evaluate": dict(raw["params"]["evaluate"])}
