@@ -3,9 +3,11 @@
 Two conventions are in use. OpenAI's ``transcribe`` and faster-whisper compute the clip's
 log-mel and pad it with zeros to 3000 frames (``log_mel``). transformers' feature extractor pads
 the *audio* with silence and computes the log-mel of the whole window (``audio``): the frames
-past the clip then hold the log-mel floor (the clip's loudest frame less 8), not zero. A model
-decodes best as it was trained: whisper-base int8 on 150 held-out asterisk clips makes 22.0 %
-errors fed ``audio`` against 20.8 % fed ``log_mel`` (docs/bench/serving_gap.json).
+past the clip then hold the log-mel floor (the clip's loudest frame less 8), not zero. For
+whisper-base neither transcribes better (docs/bench/padding.json: a tie on 240 clips), but a
+model should be fed as it was trained and as the tools users run feed it: through our consumer
+the teacher was 1.8 points from faster-whisper fed ``audio`` and 0.6 fed ``log_mel`` on the same
+150 held-out asterisk clips (docs/dynamic.md).
 
 Which one a model gets (:func:`padding_for`): a student records the one it was trained with in
 its ``distilflow_student`` record (``feature_padding``); a model without a record (a hub or
@@ -24,13 +26,13 @@ import numpy as np
 from transformers import WhisperFeatureExtractor
 
 from distilflow.audio import HOP_LENGTH
+from distilflow.models.dynamic import RECORD
 
 FeaturePadding = Literal["audio", "log_mel"]
 AUDIO: FeaturePadding = "audio"
 LOG_MEL: FeaturePadding = "log_mel"
 PADDINGS: tuple[FeaturePadding, ...] = (AUDIO, LOG_MEL)
-RECORD = "distilflow_student"  # the config attribute holding the student record (student.py)
-FIELD = "feature_padding"
+FIELD = "feature_padding"  # in the student record
 
 
 def clip_frames(samples: int, hop: int = HOP_LENGTH) -> int:
