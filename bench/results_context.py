@@ -51,6 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynamic-4-top2": {
         "decoder_layers": 4, "freeze_decoder": False, "encoder_top_layers": 2, "lr": 1e-4,
     },
+    # the shipped recipe again with another seed: how far one training run moves the test WER
+    "dynamic-6-top2-seed1": {
+        "decoder_layers": 6, "freeze_decoder": True, "encoder_top_layers": 2, "seed": 1,
+    },
     # the deepest cut, Distil-Whisper's 2 decoder layers (first and last), on the same encoder
     "dynamic-2-top2": {
         "decoder_layers": 2, "freeze_decoder": False, "encoder_top_layers": 2, "lr": 1e-4,
