@@ -135,3 +135,35 @@ def test_the_consumer_feeds_a_student_as_recorded(tiny_dir: Path, tmp_path: Path
     save_student(teacher.model, teacher.processor, tmp_path / "old", {})
     old = RegisteredWhisper.from_dir(tmp_path / "old")
     assert old.features(audio)[..., audio.size // 160 + 1 :].max() < 0  # the log-mel of silence
+
+
+@pytest.mark.parametrize("padding", [LOG_MEL, AUDIO])
+def test_mlflow_pyfunc_without_distilflow_pads_as_recorded(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, padding: str
+) -> None:
+    """Where distilflow is not installed the pyfunc's plain-transformers path repeats the padding
+    rule (its saved code cannot import ours): it transcribes as our consumer does."""
+    import sys
+
+    import mlflow
+
+    from distilflow.decoding.loop_guard import NO_GUARD
+    from distilflow.register.consumer import RegisteredWhisper
+    from distilflow.register.pyfunc import log_pyfunc
+
+    teacher = load_whisper(str(tiny_dir))
+    teacher.processor.feature_extractor = with_padding(teacher.processor.feature_extractor, padding)
+    save_student(teacher.model, teacher.processor, tmp_path / "student", {})
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        uri = log_pyfunc(tmp_path / "student")
+    audio = load_audio(CLIP)[:16_000]
+    ours = RegisteredWhisper.from_dir(tmp_path / "student", max_new_tokens=6, guard=NO_GUARD)
+    monkeypatch.setitem(sys.modules, "distilflow.register.consumer", None)  # not installed
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    plain = pyfunc.unwrap_python_model()
+    assert plain.impl is None and plain.zero_pad == (padding == LOG_MEL)
+    got = pyfunc.predict({"audio": [audio], "language": ["en"]}, {"max_new_tokens": 6})
+    assert got == [ours.transcribe(audio, language="en")]
