@@ -1,6 +1,6 @@
 """The long-audio benchmark's pure parts: joining clips, the 30 s cuts, which sentences a cut
 falls into, each sentence's share of a file's errors, and the distance of segment starts; the
-speculative benchmark's speed-up interval."""
+speculative benchmark's speed-up interval; the decoder-cost line fit."""
 
 from __future__ import annotations
 
@@ -102,3 +102,10 @@ def test_speculative_ratio_interval() -> None:
     assert low == high == 2.0
     low, high = ratio_interval(base, np.array([1.0, 4.0, 1.0, 4.0]))
     assert low < 8 / 10 < high
+
+
+def test_decoder_cost_line_fit() -> None:
+    from bench.decoder_cost import line_fit
+
+    fit = line_fit([6, 4, 2, 1], [2.0 + 0.5 * d for d in (6, 4, 2, 1)])
+    assert fit == pytest.approx({"ms_per_layer": 0.5, "ms_without_layers": 2.0})
