@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynamic-6-top2-seed1": {
         "decoder_layers": 6, "freeze_decoder": True, "encoder_top_layers": 2, "seed": 1,
     },
+    # dynamic-6 again with another seed: the whole encoder against the top two, beyond one draw
+    "dynamic-6-seed1": {"decoder_layers": 6, "freeze_decoder": True, "seed": 1},
     # the deepest cut, Distil-Whisper's 2 decoder layers (first and last), on the same encoder
     "dynamic-2-top2": {
         "decoder_layers": 2, "freeze_decoder": False, "encoder_top_layers": 2, "lr": 1e-4,

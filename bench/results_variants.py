@@ -35,6 +35,7 @@ WHAT: dict[str, str] = {
     "dynamic-4-top2": "as dynamic-6-top2, with 4 of the 6 decoder layers (trained, lr 1e-4)",
     "dynamic-2-top2": "as dynamic-4-top2, with 2 decoder layers (the first and the last)",
     "dynamic-6-top2-seed1": "dynamic-6-top2 trained again with seed 1 (training noise)",
+    "dynamic-6-seed1": "dynamic-6 trained again with seed 1 (training noise)",
     "dynamic-6-l2s": "as dynamic-6, plus sentence-level Distill-L2S (USE multilingual v3)",
 }
 
