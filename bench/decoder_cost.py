@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 THREADS = 2
 WINDOW = 3000  # log-mel frames of Whisper's 30 s window
 SHORT, LONG = 20, 80  # forced tokens of the two decodes whose difference is timed
-EOT = 50257  # <|endoftext|>, suppressed so that every decode runs its full length
 
 
 def best_of(fn: Callable[[], Any], reps: int = 5) -> float:
@@ -61,9 +60,10 @@ def cut_export(teacher: str, depth: int, work: Path) -> Path:
     return ct2
 
 
-def measure(ct2_dir: Path, frames: int, prompt: list[int]) -> dict[str, float]:
+def measure(ct2_dir: Path, frames: int, prompt: list[int], eot: int) -> dict[str, float]:
     """Encoder seconds on ``frames`` and on the window; decoder seconds per token and for a
-    20-token decode (its fixed part included)."""
+    20-token decode (its fixed part included). ``eot`` (end of text) is suppressed so that every
+    decode runs its full length."""
     import ctranslate2
 
     model = ctranslate2.models.Whisper(
@@ -81,7 +81,7 @@ def measure(ct2_dir: Path, frames: int, prompt: list[int]) -> dict[str, float]:
     def decode(tokens: int) -> Callable[[], Any]:
         return lambda: model.generate(
             states, [prompt], beam_size=1, max_length=len(prompt) + tokens,
-            suppress_tokens=[-1, EOT],
+            suppress_tokens=[-1, eot],
         )  # fmt: skip
 
     short_s, long_s = best_of(decode(SHORT)), best_of(decode(LONG))
@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for depth in args.depths:
             rows[str(depth)] = measure(
-                cut_export(args.teacher, depth, Path(tmp)), args.frames, prompt
-            )
+                cut_export(args.teacher, depth, Path(tmp)), args.frames, prompt,
+                int(generation.eos_token_id),
+            )  # fmt: skip
             print(depth, rows[str(depth)], flush=True)
     fit = line_fit(args.depths, [r["decoder_ms_per_token"] for r in rows.values()])
     full = rows[str(max(args.depths))]["decoder_ms_per_token"]
