@@ -157,7 +157,8 @@ def test_mlflow_pyfunc_without_distilflow_pads_as_recorded(
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(var, raising=False)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run():
+    # its own experiment: an earlier test's active one does not exist in this store
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("pyfunc-plain")):
         uri = log_pyfunc(tmp_path / "student")
     audio = load_audio(CLIP)[:16_000]
     ours = RegisteredWhisper.from_dir(tmp_path / "student", max_new_tokens=6, guard=NO_GUARD)
