@@ -64,16 +64,15 @@ def measure(ct2_dir: Path, frames: int, prompt: list[int], eot: int) -> dict[str
     """Encoder seconds on ``frames`` and on the window; decoder seconds per token and for a
     20-token decode (its fixed part included). ``eot`` (end of text) is suppressed so that every
     decode runs its full length."""
-    import ctranslate2
+    import torch
 
-    model = ctranslate2.models.Whisper(
-        str(ct2_dir), device="cpu", compute_type="int8", intra_threads=THREADS
-    )
+    from distilflow.decoding.ct2 import load_ct2_whisper, storage_view
+
+    model = load_ct2_whisper(ct2_dir, "int8", THREADS)
     rng = np.random.default_rng(0)
 
     def features(n: int) -> Any:
-        array = (0.1 * rng.standard_normal((1, 80, n))).astype(np.float32)
-        return ctranslate2.StorageView.from_array(array)
+        return storage_view(torch.from_numpy(0.1 * rng.standard_normal((1, 80, n))))
 
     short, window = features(frames), features(WINDOW)
     states = model.encode(short)
