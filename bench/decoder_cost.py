@@ -67,6 +67,7 @@ def measure(ct2_dir: Path, frames: int, prompt: list[int], eot: int) -> dict[str
     import torch
 
     from distilflow.decoding.ct2 import load_ct2_whisper, storage_view
+    from distilflow.decoding.generate_args import ct2_max_length
 
     model = load_ct2_whisper(ct2_dir, "int8", THREADS)
     rng = np.random.default_rng(0)
@@ -78,10 +79,16 @@ def measure(ct2_dir: Path, frames: int, prompt: list[int], eot: int) -> dict[str
     states = model.encode(short)
 
     def decode(tokens: int) -> Callable[[], Any]:
-        return lambda: model.generate(
-            states, [prompt], beam_size=1, max_length=len(prompt) + tokens,
-            suppress_tokens=[-1, eot],
-        )  # fmt: skip
+        def run() -> Any:
+            result = model.generate(
+                states, [prompt], beam_size=1, max_length=ct2_max_length(len(prompt), tokens),
+                suppress_tokens=[-1, eot],
+            )  # fmt: skip
+            if len(result[0].sequences_ids[0]) != tokens:  # what is timed is what is divided
+                raise RuntimeError(f"asked {tokens} tokens, got {len(result[0].sequences_ids[0])}")
+            return result
+
+        return run
 
     short_s, long_s = best_of(decode(SHORT)), best_of(decode(LONG))
     return {

@@ -12,6 +12,8 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from distilflow.decoding.ct2 import ct2_greedy
+from distilflow.decoding.generate_args import ct2_max_length
 from distilflow.models.convert import convert_ct2_dir, load_ct2_dir
 from distilflow.models.ct2 import (
     Ct2FormatError,
@@ -119,6 +121,44 @@ def test_ctranslate2_runtime_reads_the_written_file(tiny: Any, tiny_ct2: Path) -
         hf_ids = model.generate(feats, language="fr", task="transcribe", max_new_tokens=16)
     assert len(ct2_ids) >= 5
     assert hf_ids[0].tolist()[: len(ct2_ids)] == ct2_ids
+
+
+def ctranslate2_new_tokens(max_length: int, prompt_length: int) -> int:
+    """How many tokens CTranslate2 4.x's Whisper decodes at most (its whisper.cc)."""
+    return min(max_length // 2, max_length - prompt_length)
+
+
+@pytest.mark.parametrize("prompt_length", [3, 4, 40])
+def test_ct2_max_length_gives_the_whole_budget(prompt_length: int) -> None:
+    for budget in (1, 2, 63, 128, 224, 225, 300, 448 - prompt_length):
+        length = ct2_max_length(prompt_length, budget)
+        assert ctranslate2_new_tokens(length, prompt_length) == budget
+    # the budget is capped so that prompt and tokens fit in Whisper's 448 positions
+    cap = ct2_max_length(prompt_length, 10_000)
+    assert ctranslate2_new_tokens(cap, prompt_length) == 448 - prompt_length
+    for bad in ((0, 5), (prompt_length, 0), (448, 5)):
+        with pytest.raises(ValueError, match="out of range"):
+            ct2_max_length(*bad)
+
+
+def test_ct2_greedy_decodes_the_budget_torch_does(tiny: Any, tiny_ct2: Path) -> None:
+    """The consumer's CTranslate2 path decodes as many tokens as transformers under the same
+    budget, the same ones (float32): not half of them, as ``max_length`` = prompt + budget
+    gave (a 16 s French prompt cut after 66 of its 79 tokens)."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    model, processor = tiny
+    runtime = ctranslate2.models.Whisper(str(tiny_ct2), device="cpu", compute_type="float32")
+    prompt = processor.tokenizer.convert_tokens_to_ids(PROMPT)
+    feats = _features(2)
+    eot = processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    for budget in (3, 40, 300):
+        got = ct2_greedy(runtime, feats, [prompt], budget)[0]
+        with torch.no_grad():
+            ids = model.generate(feats, language="fr", task="transcribe", max_new_tokens=budget)
+        expected = ids[0].tolist()[-budget:]  # the prompt, when it is returned, left out
+        assert eot not in expected
+        assert got == expected
+        assert len(got) == budget  # a random model does not end: the budget is what stops it
 
 
 def test_int8_and_bfloat16_variables(tmp_path: Path) -> None:

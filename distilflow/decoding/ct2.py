@@ -19,9 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from distilflow.decoding.generate_args import ct2_max_length
 from distilflow.training.data import prompt_ids
-
-MAX_POSITIONS = 448  # Whisper's decoder positions: prompt + generated tokens
 
 
 def load_ct2_whisper(ct2_dir: Path, compute_type: str = "default", threads: int = 0) -> Any:
@@ -51,7 +50,7 @@ def ct2_greedy(
         view,
         prompts,
         beam_size=1,
-        max_length=min(MAX_POSITIONS, len(prompts[0]) + max_new_tokens),
+        max_length=ct2_max_length(len(prompts[0]), max_new_tokens),
     )
     return [[int(t) for t in r.sequences_ids[0]] for r in results]
 

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from distilflow.audio import SAMPLE_RATE, load_audio
+from distilflow.decoding.generate_args import ct2_max_length
 from distilflow.label.cache import LabelRecord
 from distilflow.label.teacher import Clip, GenerationSettings, with_padding_of
 from distilflow.text import compression_ratio
-
-MAX_LENGTH = 448  # Whisper's decoder positions
 
 
 def ct2_dir_for(ref: str, cache_dir: Path | None) -> Path:
@@ -119,7 +118,7 @@ class Ct2Labeller:
             features,
             prompts,
             beam_size=s.num_beams,
-            max_length=min(MAX_LENGTH, len(prompts[0]) + s.max_new_tokens),
+            max_length=ct2_max_length(len(prompts[0]), s.max_new_tokens),
             return_scores=True,
             return_no_speech_prob=True,
         )
