@@ -39,7 +39,10 @@ class GenerationSettings:
     feature_padding: str = LOG_MEL  # how the log-mel past a clip is padded (models/features.py)
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        key: dict[str, object] = asdict(self)
+        if self.backend == "ctranslate2":  # its labels of before 2026-12-05 decoded half of
+            key["ct2_budget"] = "whole"  # max_new_tokens (decoding/generate_args.py): relabel
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
