@@ -50,7 +50,7 @@ def test_settings_hash_changes_with_settings() -> None:
     assert a.hash() != GenerationSettings("transformers", 128, 2, False).hash()
     assert a.hash() != GenerationSettings("ctranslate2", 128, 1, False).hash()
     # ctranslate2 labels cached before its whole token budget was decoded are not reused
-    before = {**asdict(GenerationSettings("ctranslate2", 128, 1, False))}
+    before = asdict(GenerationSettings("ctranslate2", 128, 1, False))
     old_key = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert GenerationSettings("ctranslate2", 128, 1, False).hash() != old_key
     plain = hashlib.sha256(json.dumps(asdict(a), sort_keys=True).encode()).hexdigest()[:16]
@@ -161,7 +161,6 @@ def test_labelling_stores_the_encoder_states_the_student_stage_reads(
 
 KILL_SCRIPT = """
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from distilflow.label.cache import LabelCache
 from distilflow.models import load_whisper
